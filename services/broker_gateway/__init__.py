@@ -1,0 +1,1 @@
+"""The broker_gateway service (built in a later issue)."""

@@ -1,0 +1,1 @@
+"""The feature_builder service (built in a later issue)."""

@@ -1,0 +1,1 @@
+"""The inference service (built in a later issue)."""

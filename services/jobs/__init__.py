@@ -1,0 +1,1 @@
+"""Batch jobs behind the ``smz`` CLI: ingest, features, synthetic data, evaluation."""

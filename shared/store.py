@@ -1,0 +1,201 @@
+"""The DuckDB data store: the only module of the core that touches the database.
+
+Timestamps are stored as naive ``TIMESTAMP`` values that mean UTC; in memory they are int64 epoch
+seconds (see ``shared.bars.Bars``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from shared.bars import Bars
+from shared.schema import MARKET_FEATURES, SCHEMA_HASH, SCHEMA_VERSION, check_schema_hash
+
+_FEATURE_COLUMNS = ", ".join(f"{name} DOUBLE" for name in MARKET_FEATURES)
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS bars (
+    instrument VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
+    open DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL, close DOUBLE NOT NULL,
+    volume DOUBLE NOT NULL,
+    PRIMARY KEY (instrument, ts)
+);
+CREATE TABLE IF NOT EXISTS rejected_rows (
+    instrument VARCHAR NOT NULL, file VARCHAR NOT NULL, line BIGINT NOT NULL,
+    reason VARCHAR NOT NULL, text VARCHAR,
+    PRIMARY KEY (instrument, file, line)
+);
+CREATE TABLE IF NOT EXISTS features (
+    instrument VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, {_FEATURE_COLUMNS},
+    PRIMARY KEY (instrument, ts)
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+    instrument VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, outcome TINYINT NOT NULL, sigma DOUBLE NOT NULL,
+    PRIMARY KEY (instrument, ts)
+);
+CREATE TABLE IF NOT EXISTS session_starts (
+    instrument VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, split VARCHAR NOT NULL,
+    PRIMARY KEY (instrument, ts)
+);
+CREATE TABLE IF NOT EXISTS datasets (
+    instrument VARCHAR PRIMARY KEY, schema_version INTEGER NOT NULL, schema_hash VARCHAR NOT NULL,
+    n_bars BIGINT NOT NULL, first_ts TIMESTAMP NOT NULL, last_ts TIMESTAMP NOT NULL,
+    validation_start TIMESTAMP NOT NULL, test_start TIMESTAMP NOT NULL,
+    built_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS synth_regimes (
+    instrument VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, regime TINYINT NOT NULL,
+    PRIMARY KEY (instrument, ts)
+);
+"""
+
+
+def _ts_array(ts: np.ndarray) -> pa.Array:
+    return pa.array(np.asarray(ts, dtype=np.int64).astype("datetime64[s]").astype("datetime64[us]"))
+
+
+def _epoch_seconds(col: np.ndarray) -> np.ndarray:
+    return np.asarray(col).astype("datetime64[s]").astype(np.int64)
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    file: str
+    line: int
+    reason: str
+    text: str
+
+
+class Store:
+    """A DuckDB file holding bars, rejects, features, outcomes, sessions and data-set metadata."""
+
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise FileNotFoundError(f"database {self.path} does not exist; run `smz ingest` first")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        if not read_only:
+            self.con.execute(DDL)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def scalar(self, sql: str, params: list[object] | None = None) -> object:
+        """First column of the first row, or None; the result is always consumed whole."""
+        rows = self.con.execute(sql, params or []).fetchall()
+        return rows[0][0] if rows else None
+
+    # ----------------------------------------------------------------- bars
+    def insert_bars(self, bars: Bars) -> int:
+        """Insert bars whose (instrument, ts) is not stored yet; return how many were added."""
+        if len(bars) == 0:
+            return 0
+        table = pa.table(
+            {
+                "instrument": pa.array([bars.instrument] * len(bars), pa.string()),
+                "ts": _ts_array(bars.ts),
+                "open": bars.open,
+                "high": bars.high,
+                "low": bars.low,
+                "close": bars.close,
+                "volume": bars.volume,
+            }
+        )
+        before = self.count_bars(bars.instrument)
+        self.con.register("_new_bars", table)
+        try:
+            self.con.execute("INSERT OR IGNORE INTO bars SELECT * FROM _new_bars")
+        finally:
+            self.con.unregister("_new_bars")
+        return self.count_bars(bars.instrument) - before
+
+    def count_bars(self, instrument: str) -> int:
+        return int(self.scalar("SELECT count(*) FROM bars WHERE instrument = ?", [instrument]))
+
+    def load_bars(self, instrument: str, start: int | None = None, stop: int | None = None) -> Bars:
+        """Bars of one instrument, optionally limited to epoch seconds [start, stop)."""
+        sql = "SELECT ts, open, high, low, close, volume FROM bars WHERE instrument = ?"
+        params: list[object] = [instrument]
+        if start is not None:
+            sql += " AND ts >= to_timestamp(?)::TIMESTAMP"
+            params.append(int(start))
+        if stop is not None:
+            sql += " AND ts < to_timestamp(?)::TIMESTAMP"
+            params.append(int(stop))
+        cols = self.con.execute(sql + " ORDER BY ts", params).fetchnumpy()
+        return Bars(
+            instrument,
+            _epoch_seconds(cols["ts"]),
+            np.asarray(cols["open"], dtype=np.float64),
+            np.asarray(cols["high"], dtype=np.float64),
+            np.asarray(cols["low"], dtype=np.float64),
+            np.asarray(cols["close"], dtype=np.float64),
+            np.asarray(cols["volume"], dtype=np.float64),
+        )
+
+    def instruments(self) -> list[str]:
+        return [r[0] for r in self.con.execute("SELECT DISTINCT instrument FROM bars ORDER BY 1").fetchall()]
+
+    # -------------------------------------------------------------- rejects
+    def insert_rejects(self, instrument: str, rows: Iterable[RejectedRow]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        table = pa.table(
+            {
+                "instrument": pa.array([instrument] * len(rows), pa.string()),
+                "file": pa.array([r.file for r in rows], pa.string()),
+                "line": pa.array([r.line for r in rows], pa.int64()),
+                "reason": pa.array([r.reason for r in rows], pa.string()),
+                "text": pa.array([r.text for r in rows], pa.string()),
+            }
+        )
+        self.con.register("_new_rejects", table)
+        try:
+            self.con.execute("INSERT OR IGNORE INTO rejected_rows SELECT * FROM _new_rejects")
+        finally:
+            self.con.unregister("_new_rejects")
+
+    def rejects_by_reason(self, instrument: str) -> dict[str, int]:
+        rows = self.con.execute(
+            "SELECT reason, count(*) FROM rejected_rows WHERE instrument = ? GROUP BY 1 ORDER BY 1",
+            [instrument],
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    # ---------------------------------------------------- data-set metadata
+    def check_dataset_schema(self, instrument: str) -> None:
+        found = self.scalar("SELECT schema_hash FROM datasets WHERE instrument = ?", [instrument])
+        if found is None:
+            raise LookupError(
+                f"no features for {instrument} in {self.path}; run `smz features --db {self.path} "
+                f"--instrument {instrument}` first"
+            )
+        check_schema_hash(found, f"the {instrument} data set in {self.path}")
+
+
+__all__ = ["SCHEMA_HASH", "SCHEMA_VERSION", "RejectedRow", "Store"]

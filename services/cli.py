@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +32,9 @@ def ingest(
         str | None,
         typer.Option(help="Zone of naive timestamps (default: UTC-5 for HistData, required for MT4)."),
     ] = None,
-    strict: Annotated[bool, typer.Option(help="Fail with exit code 2, writing nothing, on any bad row.")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Fail with exit code 2, writing nothing, on any bad row.")
+    ] = False,
 ) -> None:
     """Load 1-minute bars into the database, rejecting invalid rows with a reason."""
     from services.jobs.ingest import IngestError, run_ingest
@@ -44,6 +47,66 @@ def ingest(
     typer.echo(summary.render())
     if summary.failed:
         raise typer.Exit(2)
+
+
+@app.callback()
+def _root() -> None:
+    """micro-muzero: Stochastic MuZero on 1-minute forex bars."""
+
+
+def _print_json(payload: dict[str, object]) -> None:
+    typer.echo(json.dumps(payload, sort_keys=False))
+
+
+@app.command()
+def features(db: DbOption, instrument: InstrumentOption) -> None:
+    """Compute features, outcomes, session starts and the 70/15/15 split for stored bars."""
+    from services.jobs.features import run_features
+
+    try:
+        summary = run_features(db, instrument)
+    except (LookupError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for split, counts in summary["splits"].items():  # type: ignore[union-attr]
+        typer.echo(f"{split:>10}: {counts['sessions']:>6} sessions ({counts['valid_starts']} valid starts)")
+    _print_json(summary)
+
+
+class PolicyName(StrEnum):
+    hold = "hold"
+    random = "random"
+    momentum = "momentum"
+    oracle = "oracle"
+
+
+class SplitName(StrEnum):
+    train = "train"
+    validation = "validation"
+    test = "test"
+
+
+@app.command()
+def evaluate(
+    db: DbOption,
+    instrument: InstrumentOption,
+    policy: Annotated[PolicyName, typer.Option(help="Baseline policy to run.")] = PolicyName.momentum,
+    split: Annotated[SplitName, typer.Option(help="Which chronological split.")] = SplitName.test,
+    seed: Annotated[int, typer.Option(help="Seed of the random policy.")] = 0,
+    spread: Annotated[float, typer.Option(help="Round-trip spread in pips.")] = 4.0,
+    trades_csv: Annotated[Path | None, typer.Option("--trades-csv", help="Write the trade log here.")] = None,
+) -> None:
+    """Run a policy over every session of a split; the last line is the metrics as JSON."""
+    from services.jobs.evaluate import run_evaluate
+
+    try:
+        report, _ = run_evaluate(
+            db, instrument, split.value, policy.value, seed=seed, spread_pips=spread, trades_csv=trades_csv
+        )
+    except (LookupError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    _print_json(report)
 
 
 def main() -> None:

@@ -16,7 +16,9 @@ import numpy as np
 import pyarrow as pa
 
 from shared.bars import Bars
+from shared.dataset import Dataset
 from shared.schema import MARKET_FEATURES, SCHEMA_HASH, SCHEMA_VERSION, check_schema_hash
+from shared.sessions import SPLITS, SplitBoundaries
 
 _FEATURE_COLUMNS = ", ".join(f"{name} DOUBLE" for name in MARKET_FEATURES)
 
@@ -186,6 +188,98 @@ class Store:
             [instrument],
         ).fetchall()
         return {r[0]: int(r[1]) for r in rows}
+
+    # ------------------------------------------------------------ data sets
+    def write_dataset(self, ds: Dataset) -> None:
+        """Replace the instrument's features, outcomes, sessions and metadata with ``ds``."""
+        inst = ds.bars.instrument
+        ts = ds.bars.ts
+        n = len(ts)
+        features = pa.table(
+            {
+                "instrument": pa.array([inst] * n, pa.string()),
+                "ts": _ts_array(ts),
+                **{name: ds.features[:, i] for i, name in enumerate(MARKET_FEATURES)},
+            }
+        )
+        outcomes = pa.table(
+            {
+                "instrument": pa.array([inst] * (n - 1), pa.string()),
+                "ts": _ts_array(ts[:-1]),
+                "outcome": pa.array(ds.outcome, pa.int8()),
+                "sigma": ds.sigma,
+            }
+        )
+        sessions = pa.table(
+            {
+                "instrument": pa.array([inst] * len(ds.session_starts), pa.string()),
+                "ts": _ts_array(ts[ds.session_starts]),
+                "split": pa.array([SPLITS[i] for i in ds.session_split], pa.string()),
+            }
+        )
+        with self.transaction():
+            for table in ("features", "outcomes", "session_starts", "datasets"):
+                self.con.execute(f"DELETE FROM {table} WHERE instrument = ?", [inst])
+            for name, table in (("features", features), ("outcomes", outcomes), ("session_starts", sessions)):
+                self.con.register("_rows", table)
+                try:
+                    self.con.execute(f"INSERT INTO {name} SELECT * FROM _rows")
+                finally:
+                    self.con.unregister("_rows")
+            self.con.execute(
+                "INSERT INTO datasets VALUES (?, ?, ?, ?, to_timestamp(?)::TIMESTAMP, "
+                "to_timestamp(?)::TIMESTAMP, to_timestamp(?)::TIMESTAMP, to_timestamp(?)::TIMESTAMP, "
+                "current_timestamp)",
+                [
+                    inst,
+                    SCHEMA_VERSION,
+                    SCHEMA_HASH,
+                    n,
+                    int(ts[0]),
+                    int(ts[-1]),
+                    ds.bounds.validation_start,
+                    ds.bounds.test_start,
+                ],
+            )
+
+    def load_dataset(self, instrument: str) -> Dataset:
+        """The stored data set of an instrument, checked against this code's feature schema."""
+        self.check_dataset_schema(instrument)
+        bars = self.load_bars(instrument)
+        n_stored = self.scalar("SELECT n_bars FROM datasets WHERE instrument = ?", [instrument])
+        if n_stored != len(bars):
+            raise LookupError(
+                f"{instrument} has {len(bars)} bars but its features were built on {n_stored}; "
+                f"run `smz features --db {self.path} --instrument {instrument}` again"
+            )
+        cols = self.con.execute(
+            f"SELECT {', '.join(MARKET_FEATURES)} FROM features WHERE instrument = ? ORDER BY ts",
+            [instrument],
+        ).fetchnumpy()
+        features = np.column_stack([np.asarray(cols[name], dtype=np.float64) for name in MARKET_FEATURES])
+        out = self.con.execute(
+            "SELECT outcome, sigma FROM outcomes WHERE instrument = ? ORDER BY ts", [instrument]
+        ).fetchnumpy()
+        sess = self.con.execute(
+            "SELECT ts, split FROM session_starts WHERE instrument = ? ORDER BY ts", [instrument]
+        ).fetchnumpy()
+        starts = np.searchsorted(bars.ts, _epoch_seconds(sess["ts"])).astype(np.int64)
+        split_index = {name: i for i, name in enumerate(SPLITS)}
+        split = np.array([split_index[str(s)] for s in sess["split"]], dtype=np.int8)
+        bounds_row = self.con.execute(
+            "SELECT epoch(validation_start)::BIGINT, epoch(test_start)::BIGINT FROM datasets "
+            "WHERE instrument = ?",
+            [instrument],
+        ).fetchall()[0]
+        return Dataset(
+            bars,
+            features,
+            np.asarray(out["outcome"], dtype=np.int8),
+            np.asarray(out["sigma"], dtype=np.float64),
+            starts,
+            split,
+            SplitBoundaries(int(bounds_row[0]), int(bounds_row[1])),
+        )
 
     # ---------------------------------------------------- data-set metadata
     def check_dataset_schema(self, instrument: str) -> None:

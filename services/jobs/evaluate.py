@@ -1,0 +1,91 @@
+"""``smz evaluate``: run a policy over every session of a split and report SPEC section 9 metrics."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shared.env import EnvConfig, MarketData
+from shared.evaluation import EvaluationResult, evaluate_policy
+from shared.policies import HoldPolicy, MomentumPolicy, OraclePolicy, Policy, RandomPolicy
+from shared.sessions import SPLITS, tile_sessions
+from shared.store import Store
+
+
+def make_policy(name: str, store: Store, instrument: str, n_bars: int, seed: int) -> Policy:
+    if name == "hold":
+        return HoldPolicy()
+    if name == "random":
+        return RandomPolicy(seed)
+    if name == "momentum":
+        return MomentumPolicy()
+    if name == "oracle":
+        regime = store.load_regime_by_bar(instrument)
+        if regime is None:
+            raise LookupError(
+                f"{instrument} has no hidden regimes: the oracle exists only for synthetic markets "
+                "made with `smz synth`"
+            )
+        if len(regime) != n_bars:
+            raise LookupError(f"{instrument}: {len(regime)} regime labels for {n_bars} bars")
+        return OraclePolicy(regime)
+    raise ValueError(f"unknown policy {name!r}; choose hold, random, momentum or oracle")
+
+
+def run_evaluate(
+    db: Path,
+    instrument: str,
+    split: str,
+    policy_name: str,
+    seed: int = 0,
+    spread_pips: float = 4.0,
+    trades_csv: Path | None = None,
+) -> tuple[dict[str, object], EvaluationResult]:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    with Store(db, read_only=True) as store:
+        dataset = store.load_dataset(instrument)
+        policy = make_policy(policy_name, store, instrument, len(dataset.bars), seed)
+    starts = tile_sessions(dataset.starts_of(split))
+    if len(starts) == 0:
+        raise LookupError(f"{instrument} has no complete session in the {split} split")
+    market = MarketData(instrument, dataset.bars.ts, dataset.bars.close, dataset.features)
+    result = evaluate_policy(market, starts, policy, EnvConfig(spread_pips=spread_pips))
+    if trades_csv is not None:
+        write_trades_csv(result, trades_csv)
+    report = {
+        "instrument": instrument,
+        "split": split,
+        "policy": policy_name,
+        "spread_pips": spread_pips,
+        **result.metrics.model_dump(),
+    }
+    return report, result
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_trades_csv(result: EvaluationResult, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = result.trades.rows()
+    fields = [
+        "instrument",
+        "side",
+        "entry_ts",
+        "entry_price",
+        "exit_ts",
+        "exit_price",
+        "pnl_pips",
+        "bars_held",
+        "exit_reason",
+    ]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            row["entry_ts"] = _iso(int(row["entry_ts"]))  # type: ignore[arg-type]
+            row["exit_ts"] = _iso(int(row["exit_ts"]))  # type: ignore[arg-type]
+            writer.writerow(row)

@@ -109,6 +109,37 @@ def evaluate(
     _print_json(report)
 
 
+@app.command()
+def synth(
+    db: DbOption,
+    instrument: InstrumentOption,
+    bars: Annotated[int, typer.Option("--bars", help="Number of 1-minute bars.")] = 200_000,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same market.")] = 0,
+) -> None:
+    """Generate a synthetic market with a planted, learnable edge (docs/SYNTHETIC_MARKET.md)."""
+    from services.jobs.synth import run_synth
+
+    try:
+        summary = run_synth(db, instrument, bars, seed)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"next: smz features --db {db} --instrument {instrument}")
+    _print_json(summary)
+
+
+@app.command()
+def up(
+    db: Annotated[Path, typer.Option("--db", help="DuckDB file for the demo data.")] = Path(
+        "data/demo.duckdb"
+    ),
+) -> None:
+    """The main job: the data pipeline on the bundled real sample (the live stack comes later)."""
+    from services.jobs.up import run_up
+
+    run_up(db)
+
+
 def main() -> None:
     app()
 

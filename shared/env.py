@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from shared.instruments import pip_size
 from shared.reward import (
@@ -28,8 +28,45 @@ from shared.reward import (
 from shared.schema import N_FEATURES, N_MARKET, N_POSITION, POSITION_SCALE, WINDOW
 from shared.sessions import SESSION_BARS
 
+
+def _step_table(values: dict[tuple[Action, bool], float | bool], dtype: type) -> np.ndarray:
+    """Lookup table indexed by action * 2 + in_position."""
+    table = np.zeros(2 * N_ACTIONS, dtype=dtype)
+    for (action, in_position), value in values.items():
+        table[2 * action + int(in_position)] = value
+    return table
+
+
+_REWARD = _step_table(
+    {
+        (Action.HOLD, False): HOLD_FLAT_REWARD,
+        (Action.HOLD, True): HOLD_IN_POSITION_REWARD,
+        (Action.BUY, False): OPEN_REWARD,
+        (Action.BUY, True): OPEN_IN_POSITION_REWARD,
+        (Action.SELL, False): OPEN_REWARD,
+        (Action.SELL, True): OPEN_IN_POSITION_REWARD,
+        (Action.CLOSE, False): CLOSE_FLAT_REWARD,
+        (Action.CLOSE, True): 0.0,  # AMDDP1 of the trade is added when it closes
+    },
+    np.float64,
+)
+_VALID = _step_table(
+    {
+        (Action.HOLD, False): True,
+        (Action.HOLD, True): True,
+        (Action.BUY, False): True,
+        (Action.SELL, False): True,
+        (Action.CLOSE, True): True,
+    },
+    bool,
+)
+_OPENS = _step_table({(Action.BUY, False): True, (Action.SELL, False): True}, bool)
+_CLOSES = _step_table({(Action.CLOSE, True): True}, bool)
+
 EXIT_CLOSE = "close"
 EXIT_SESSION_END = "session_end"
+_EXIT_CLOSE, _EXIT_SESSION_END = 0, 1
+_EXIT_REASONS = (EXIT_CLOSE, EXIT_SESSION_END)
 
 
 @dataclass(frozen=True)
@@ -46,8 +83,8 @@ class MarketData:
     instrument: str
     ts: np.ndarray  # int64 epoch seconds
     close: np.ndarray  # float64
-    features: np.ndarray  # (n, 9) market features
-    windows: np.ndarray = field(init=False, repr=False)  # (n - 31, 32, 9) view: windows[b - 31]
+    features: np.ndarray  # (n, 9) market features (stored as float32)
+    windows: np.ndarray = field(init=False, repr=False)  # (n - 31, 480) float32 view, see below
 
     def __post_init__(self) -> None:
         n = len(self.ts)
@@ -56,9 +93,18 @@ class MarketData:
                 f"market data mismatch: {n} timestamps, {len(self.close)} closes, "
                 f"features {self.features.shape} (want ({n}, {N_MARKET}))"
             )
-        feats = np.ascontiguousarray(self.features, dtype=np.float32)
-        object.__setattr__(self, "features", feats)
-        object.__setattr__(self, "windows", sliding_window_view(feats, (WINDOW, N_MARKET))[:, 0])
+        # Rows already 15 wide (position columns zero), so a window is one contiguous gather.
+        padded = np.zeros((n, N_FEATURES), dtype=np.float32)
+        padded[:, :N_MARKET] = self.features
+        object.__setattr__(self, "features", padded[:, :N_MARKET])
+        # Window ending at bar b is row b - 31 of this read-only view: 480 contiguous floats.
+        windows = as_strided(
+            padded,
+            shape=(max(n - WINDOW + 1, 0), WINDOW * N_FEATURES),
+            strides=(padded.strides[0], padded.strides[1]),
+            writeable=False,
+        )
+        object.__setattr__(self, "windows", windows)
 
     @property
     def pip(self) -> float:
@@ -131,20 +177,12 @@ def position_features(
     dd: np.ndarray,
     min_dd: np.ndarray,
     acc_dd: np.ndarray,
-    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(n, 6) position columns of SPEC section 2; all 0 for flat rows."""
-    n = len(side)
-    if out is None:
-        out = np.empty((n, N_POSITION), dtype=np.float32)
-    in_position = side != 0
+    """(n, 6) float32 position columns of SPEC section 2; all 0 for flat rows."""
+    raw = np.stack([pnl_pips, bars_since_entry, dd, min_dd, acc_dd], axis=1)
+    out = np.empty((len(side), N_POSITION), dtype=np.float32)
     out[:, 0] = side
-    out[:, 1] = np.tanh(pnl_pips / POSITION_SCALE)
-    out[:, 2] = np.tanh(bars_since_entry / POSITION_SCALE)
-    out[:, 3] = np.tanh(dd / POSITION_SCALE)
-    out[:, 4] = np.tanh(min_dd / POSITION_SCALE)
-    out[:, 5] = np.tanh(acc_dd / POSITION_SCALE)
-    out[:, 1:] *= in_position[:, None]
+    out[:, 1:] = np.tanh(raw / POSITION_SCALE) * (np.asarray(side) != 0)[:, None]
     return out
 
 
@@ -168,7 +206,7 @@ class TradingEnv:
         self.market = market
         self.config = config or EnvConfig()
         self.pip = market.pip
-        self._trades: list[dict[str, np.ndarray]] = []
+        self._trades: list[tuple] = []
         self.action_counts = np.zeros(N_ACTIONS, dtype=np.int64)
         self.n = 0
 
@@ -184,14 +222,12 @@ class TradingEnv:
         self.side = np.zeros(n, dtype=np.int8)
         self.entry_price = np.zeros(n)
         self.entry_bar = np.zeros(n, dtype=np.int64)
-        self.pnl = np.zeros(n)
         self.peak = np.zeros(n)
-        self.dd = np.zeros(n)
-        self.min_dd = np.zeros(n)
-        self.acc_dd = np.zeros(n)
-        self._obs = np.empty((n, WINDOW, N_FEATURES), dtype=np.float32)
+        # Position trackers before scaling, one column each, so the features are a few array ops:
+        # P&L pips, bars since entry, pips from peak, max drawdown, accumulated drawdown.
+        self.trackers = np.zeros((n, N_POSITION - 1))
+        self.pnl, self.bars_since_entry, self.dd, self.min_dd, self.acc_dd = self.trackers.T
         self._pos = np.empty((n, N_POSITION), dtype=np.float32)
-        self._rows = np.arange(n)
         return self.observation()
 
     def reset_rows(self, rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -202,9 +238,7 @@ class TradingEnv:
         self.start[rows] = starts
         self.bar[rows] = starts
         self.step_in_session[rows] = 0
-        for arr in (self.side, self.entry_price, self.entry_bar, self.pnl, self.peak):
-            arr[rows] = 0
-        for arr in (self.dd, self.min_dd, self.acc_dd):
+        for arr in (self.side, self.entry_price, self.entry_bar, self.peak, self.trackers):
             arr[rows] = 0
         return self.observation()
 
@@ -221,16 +255,21 @@ class TradingEnv:
         return legal_actions(self.side)
 
     def position_features(self) -> np.ndarray:
-        bars_since = (self.bar - self.entry_bar).astype(np.float64)
-        return position_features(
-            self.side, self.pnl, bars_since, self.dd, self.min_dd, self.acc_dd, out=self._pos
-        )
+        """(n, 6) float32 position columns at each row's current bar."""
+        # float32 tanh is vectorised (float64 tanh is a scalar libm call per element, 4x slower).
+        scaled = (self.trackers * ((self.side != 0) / POSITION_SCALE)[:, None]).astype(np.float32)
+        out = self._pos
+        out[:, 0] = self.side
+        np.tanh(scaled, out=out[:, 1:])
+        return out
 
     def observation(self) -> np.ndarray:
-        """(n, 32, 15) float32 windows at each row's current bar (a buffer reused by every step)."""
-        obs = self._obs
-        obs[:, :, :N_MARKET] = self.market.windows[self.bar - (WINDOW - 1)]
-        obs[:, :, N_MARKET:] = self.position_features()[:, None, :]
+        """(n, 32, 15) float32 windows at each row's current bar (a new array each call)."""
+        obs = self.market.windows[self.bar - (WINDOW - 1)].reshape(self.n, WINDOW, N_FEATURES)
+        pos = self.position_features()
+        # Column by column: broadcasting all six at once runs a slow inner loop of length 6.
+        for j in range(N_POSITION):
+            obs[:, :, N_MARKET + j] = pos[:, j : j + 1]
         return obs
 
     # ---------------------------------------------------------------- step
@@ -242,38 +281,29 @@ class TradingEnv:
             raise ValueError(f"actions must be in 0..{N_ACTIONS - 1}")
         cfg = self.config
         close = self.market.close[self.bar]
-        flat = self.side == 0
-        is_open = (actions == Action.BUY) | (actions == Action.SELL)
-        is_close = actions == Action.CLOSE
-        is_hold = actions == Action.HOLD
-
-        opening = is_open & flat
-        closing = is_close & ~flat
-        valid = is_hold | opening | closing
-
-        reward = np.where(is_hold, np.where(flat, HOLD_FLAT_REWARD, HOLD_IN_POSITION_REWARD), 0.0)
-        reward += np.where(is_open, np.where(flat, OPEN_REWARD, OPEN_IN_POSITION_REWARD), 0.0)
-        reward += np.where(is_close & flat, CLOSE_FLAT_REWARD, 0.0)
+        key = actions * 2 + (self.side != 0)  # (action, in position) -> one table lookup each
+        reward = _REWARD[key]
+        valid = _VALID[key]
+        opening = _OPENS[key]
+        closing = _CLOSES[key]
 
         if closing.any():
-            reward += self._close(closing, close, EXIT_CLOSE)
+            reward += self._close(closing, close, _EXIT_CLOSE)
         if opening.any():
             rows = np.flatnonzero(opening)
             self.side[rows] = np.where(actions[rows] == Action.BUY, 1, -1)
             self.entry_price[rows] = close[rows]
             self.entry_bar[rows] = self.bar[rows]
-            self.pnl[rows] = -cfg.spread_pips
             self.peak[rows] = -cfg.spread_pips
-            self.dd[rows] = 0.0
-            self.min_dd[rows] = 0.0
-            self.acc_dd[rows] = 0.0
+            self.trackers[rows] = 0.0
+            self.pnl[rows] = -cfg.spread_pips
 
         last_bar = self.step_in_session == cfg.session_bars - 1
         forced = last_bar & (self.side != 0)
         if forced.any():
-            reward += self._close(forced, close, EXIT_SESSION_END)
-
-        np.clip(reward, -cfg.reward_clip, cfg.reward_clip, out=reward)
+            reward += self._close(forced, close, _EXIT_SESSION_END)
+        if closing.any() or forced.any():  # only AMDDP1 can leave the clip range
+            np.clip(reward, -cfg.reward_clip, cfg.reward_clip, out=reward)
         self.action_counts += np.bincount(actions, minlength=N_ACTIONS)
 
         # Move to the next bar; finished rows stay on their last bar until reset.
@@ -283,25 +313,18 @@ class TradingEnv:
         self._mark_to_market()
         return StepResult(self.observation(), reward, done, valid)
 
-    def _close(self, rows_mask: np.ndarray, close: np.ndarray, reason: str) -> np.ndarray:
+    def _close(self, rows_mask: np.ndarray, close: np.ndarray, reason: int) -> np.ndarray:
         """Close the masked rows' positions at this bar's close; AMDDP1 per row (0 elsewhere)."""
         rows = np.flatnonzero(rows_mask)
         side = self.side[rows]
+        entry_price = self.entry_price[rows]
         exit_price = close[rows]
-        pnl = side * (exit_price - self.entry_price[rows]) / self.pip - self.config.spread_pips
-        ts = self.market.ts
+        pnl = (exit_price - entry_price) * side
+        pnl /= self.pip
+        pnl -= self.config.spread_pips
+        # Raw columns only; timestamps and labels are filled in once, by trade_log().
         self._trades.append(
-            {
-                "session": rows,
-                "side": side.copy(),
-                "entry_ts": ts[self.entry_bar[rows]],
-                "entry_price": self.entry_price[rows].copy(),
-                "exit_ts": ts[self.bar[rows]],
-                "exit_price": exit_price,
-                "pnl_pips": pnl,
-                "bars_held": self.bar[rows] - self.entry_bar[rows],
-                "exit_reason": np.full(len(rows), reason),
-            }
+            (rows, side, self.entry_bar[rows], self.bar[rows], entry_price, exit_price, pnl, reason)
         )
         self.side[rows] = 0
         out = np.zeros(self.n)
@@ -309,36 +332,45 @@ class TradingEnv:
         return out
 
     def _mark_to_market(self) -> None:
-        """Update the open positions' P&L and drawdown trackers at the current bar's close."""
-        in_position = self.side != 0
-        if not in_position.any():
-            return
-        rows = np.flatnonzero(in_position)
-        pnl = self.side[rows] * (self.market.close[self.bar[rows]] - self.entry_price[rows]) / self.pip
+        """Update the open positions' P&L and drawdown trackers at the current bar's close.
+
+        Computed for every row (cheaper than selecting); flat rows' trackers are masked out of the
+        features and reset when a position opens.
+        """
+        pnl = self.pnl
+        np.subtract(self.market.close[self.bar], self.entry_price, out=pnl)
+        pnl *= self.side
+        pnl /= self.pip
         pnl -= self.config.spread_pips
-        peak = np.maximum(self.peak[rows], pnl)
-        dd = pnl - peak
-        self.pnl[rows] = pnl
-        self.peak[rows] = peak
-        self.dd[rows] = dd
-        self.min_dd[rows] = np.minimum(self.min_dd[rows], dd)
-        self.acc_dd[rows] -= dd
+        np.subtract(self.bar, self.entry_bar, out=self.bars_since_entry, casting="unsafe")
+        np.maximum(self.peak, pnl, out=self.peak)
+        np.subtract(pnl, self.peak, out=self.dd)
+        np.minimum(self.min_dd, self.dd, out=self.min_dd)
+        self.acc_dd -= self.dd
 
     # -------------------------------------------------------------- trades
     def trade_log(self) -> TradeLog:
         """Every trade closed since construction, in closing order."""
-        cols = TRADE_COLUMNS[1:]
-        if not self._trades:
-            empty = {
-                "session": np.zeros(0, np.int64),
-                "side": np.zeros(0, np.int8),
-                "entry_ts": np.zeros(0, np.int64),
-                "entry_price": np.zeros(0),
-                "exit_ts": np.zeros(0, np.int64),
-                "exit_price": np.zeros(0),
-                "pnl_pips": np.zeros(0),
-                "bars_held": np.zeros(0, np.int64),
-                "exit_reason": np.zeros(0, dtype="<U11"),
-            }
-            return TradeLog(self.market.instrument, *(empty[c] for c in cols))
-        return TradeLog(self.market.instrument, *(np.concatenate([t[c] for t in self._trades]) for c in cols))
+        chunks = self._trades
+        ts = self.market.ts
+
+        def column(i: int, dtype: type) -> np.ndarray:
+            return np.concatenate([c[i] for c in chunks]) if chunks else np.zeros(0, dtype)
+
+        entry_bar = column(2, np.int64)
+        exit_bar = column(3, np.int64)
+        reasons = np.repeat(
+            np.array([_EXIT_REASONS[c[7]] for c in chunks], dtype="<U11"), [len(c[0]) for c in chunks]
+        )
+        return TradeLog(
+            self.market.instrument,
+            session=column(0, np.int64),
+            side=column(1, np.int8),
+            entry_ts=ts[entry_bar],
+            entry_price=column(4, np.float64),
+            exit_ts=ts[exit_bar],
+            exit_price=column(5, np.float64),
+            pnl_pips=column(6, np.float64),
+            bars_held=exit_bar - entry_bar,
+            exit_reason=reasons,
+        )

@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from shared.reward import Action
+from shared.synth import oracle_actions
 
 # Feature columns the momentum rule reads from the current (last) window row.
 _POSITION_IN_RANGE = 0
@@ -82,14 +83,7 @@ class OraclePolicy:
         self.regime = np.asarray(regime, dtype=np.int8)
 
     def act(self, observation: np.ndarray, legal: np.ndarray, bars: np.ndarray) -> np.ndarray:
-        regime = self.regime[bars]
-        side = observation[:, -1, _SIDE].astype(np.int8)
-        actions = np.full(len(bars), Action.HOLD, dtype=np.int64)
-        flat = side == 0
-        actions[flat & (regime > 0)] = Action.BUY
-        actions[flat & (regime < 0)] = Action.SELL
-        actions[~flat & (regime != side)] = Action.CLOSE
-        return actions
+        return oracle_actions(self.regime[bars], observation[:, -1, _SIDE].astype(np.int8))
 
 
 BASELINES = ("hold", "random", "momentum")

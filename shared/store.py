@@ -291,5 +291,50 @@ class Store:
             )
         check_schema_hash(found, f"the {instrument} data set in {self.path}")
 
+    # ------------------------------------------------------ ingest summary
+    def count_gaps(self, instrument: str, longer_than_seconds: int) -> int:
+        """How many neighbouring stored bars of an instrument are more than ``longer_than_seconds`` apart."""
+        found = self.scalar(
+            "SELECT count(*) FROM (SELECT epoch(ts) - epoch(lag(ts) OVER (ORDER BY ts)) AS gap "
+            "FROM bars WHERE instrument = ?) WHERE gap > ?",
+            [instrument, int(longer_than_seconds)],
+        )
+        return int(found or 0)
+
+    # ---------------------------------------------------- synthetic regimes
+    def insert_regimes(self, instrument: str, ts: np.ndarray, regime: np.ndarray) -> int:
+        """Store the hidden regime (+1, 0, -1) of a synthetic market's bars; rows already stored are
+        kept (like ``insert_bars``). Returns how many rows were added."""
+        ts = np.asarray(ts, dtype=np.int64)
+        regime = np.asarray(regime)
+        if len(ts) != len(regime):
+            raise ValueError(f"regimes: {len(ts)} timestamps but {len(regime)} regime values")
+        if len(ts) == 0:
+            return 0
+        if not bool(np.all(np.isin(regime, (-1, 0, 1)))):
+            raise ValueError("regime values must be -1 (down-trend), 0 (no trend) or +1 (up-trend)")
+        table = pa.table(
+            {
+                "instrument": pa.array([instrument] * len(ts), pa.string()),
+                "ts": _ts_array(ts),
+                "regime": pa.array(regime.astype(np.int8), pa.int8()),
+            }
+        )
+        count_sql = "SELECT count(*) FROM synth_regimes WHERE instrument = ?"
+        before = int(self.scalar(count_sql, [instrument]))
+        self.con.register("_new_regimes", table)
+        try:
+            self.con.execute("INSERT OR IGNORE INTO synth_regimes SELECT * FROM _new_regimes")
+        finally:
+            self.con.unregister("_new_regimes")
+        return int(self.scalar(count_sql, [instrument])) - before
+
+    def load_regimes(self, instrument: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ts int64 epoch seconds, regime int8) of an instrument, by time; empty if none stored."""
+        cols = self.con.execute(
+            "SELECT ts, regime FROM synth_regimes WHERE instrument = ? ORDER BY ts", [instrument]
+        ).fetchnumpy()
+        return _epoch_seconds(cols["ts"]), np.asarray(cols["regime"], dtype=np.int8)
+
 
 __all__ = ["SCHEMA_HASH", "SCHEMA_VERSION", "RejectedRow", "Store"]

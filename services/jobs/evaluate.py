@@ -6,6 +6,8 @@ import csv
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from shared.env import EnvConfig, MarketData
 from shared.evaluation import EvaluationResult, evaluate_policy
 from shared.policies import HoldPolicy, MomentumPolicy, OraclePolicy, Policy, RandomPolicy
@@ -13,7 +15,7 @@ from shared.sessions import SPLITS, tile_sessions
 from shared.store import Store
 
 
-def make_policy(name: str, store: Store, instrument: str, n_bars: int, seed: int) -> Policy:
+def make_policy(name: str, store: Store, instrument: str, bars_ts: np.ndarray, seed: int) -> Policy:
     if name == "hold":
         return HoldPolicy()
     if name == "random":
@@ -21,14 +23,14 @@ def make_policy(name: str, store: Store, instrument: str, n_bars: int, seed: int
     if name == "momentum":
         return MomentumPolicy()
     if name == "oracle":
-        regime = store.load_regime_by_bar(instrument)
-        if regime is None:
+        regime_ts, regime = store.load_regimes(instrument)
+        if len(regime) == 0:
             raise LookupError(
                 f"{instrument} has no hidden regimes: the oracle exists only for synthetic markets "
                 "made with `smz synth`"
             )
-        if len(regime) != n_bars:
-            raise LookupError(f"{instrument}: {len(regime)} regime labels for {n_bars} bars")
+        if not np.array_equal(regime_ts, bars_ts):
+            raise LookupError(f"{instrument}: the stored regimes do not line up with the stored bars")
         return OraclePolicy(regime)
     raise ValueError(f"unknown policy {name!r}; choose hold, random, momentum or oracle")
 
@@ -46,7 +48,7 @@ def run_evaluate(
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     with Store(db, read_only=True) as store:
         dataset = store.load_dataset(instrument)
-        policy = make_policy(policy_name, store, instrument, len(dataset.bars), seed)
+        policy = make_policy(policy_name, store, instrument, dataset.bars.ts, seed)
     starts = tile_sessions(dataset.starts_of(split))
     if len(starts) == 0:
         raise LookupError(f"{instrument} has no complete session in the {split} split")

@@ -1,0 +1,195 @@
+"""The vectorised environment against a literal one-session reading of SPEC sections 2 and 5."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from shared.bars import Bars
+from shared.dataset import build_dataset
+from shared.env import EXIT_CLOSE, EXIT_SESSION_END, EnvConfig, MarketData, TradingEnv
+from shared.reward import Action, amddp1
+
+SPREAD = 4.0
+
+
+def reference_session(close: np.ndarray, start: int, actions: list[int], pip: float, bars: int = 360):
+    """One session, one bar at a time, written straight from the SPEC tables."""
+    side, entry, entry_bar = 0, 0.0, 0
+    peak = min_dd = acc_dd = 0.0
+    rewards, trades, positions = [], [], []
+    for k in range(bars):
+        b = start + k
+        c = close[b]
+        # Position features seen at this bar, before acting.
+        if side == 0:
+            positions.append([0.0] * 6)
+        else:
+            p = side * (c - entry) / pip - SPREAD
+            if b > entry_bar:
+                peak = max(peak, p)
+                dd = p - peak
+                min_dd = min(min_dd, dd)
+                acc_dd += -dd
+            dd = p - peak
+            positions.append(
+                [
+                    side,
+                    math.tanh(p / 100),
+                    math.tanh((b - entry_bar) / 100),
+                    math.tanh(dd / 100),
+                    math.tanh(min_dd / 100),
+                    math.tanh(acc_dd / 100),
+                ]
+            )
+        a = actions[k]
+        if a == Action.HOLD:
+            r = -0.05 if side == 0 else 0.0
+        elif a in (Action.BUY, Action.SELL):
+            if side == 0:
+                r = 1.0
+                side = 1 if a == Action.BUY else -1
+                entry, entry_bar = c, b
+                peak, min_dd, acc_dd = -SPREAD, 0.0, 0.0
+            else:
+                r = -1.0
+        elif side != 0:
+            pnl = side * (c - entry) / pip - SPREAD
+            r = float(amddp1(pnl))
+            trades.append((side, entry_bar, b, entry, c, pnl, EXIT_CLOSE))
+            side = 0
+        else:
+            r = -0.5
+        if k == bars - 1 and side != 0:
+            pnl = side * (c - entry) / pip - SPREAD
+            r += float(amddp1(pnl))
+            trades.append((side, entry_bar, b, entry, c, pnl, EXIT_SESSION_END))
+            side = 0
+        rewards.append(max(-3.0, min(3.0, r)))
+    return rewards, trades, positions
+
+
+@pytest.fixture(scope="module")
+def market(gbpjpy_sample: Bars) -> MarketData:
+    ds = build_dataset(gbpjpy_sample)
+    return MarketData(gbpjpy_sample.instrument, gbpjpy_sample.ts, gbpjpy_sample.close, ds.features)
+
+
+@pytest.fixture(scope="module")
+def starts(gbpjpy_sample: Bars) -> np.ndarray:
+    ds = build_dataset(gbpjpy_sample)
+    return ds.session_starts[:: max(1, len(ds.session_starts) // 24)][:24]
+
+
+def test_vectorised_env_equals_the_reference_on_random_actions(
+    market: MarketData, starts: np.ndarray
+) -> None:
+    rng = np.random.default_rng(7)
+    # Sticky random actions so that positions last long enough to exercise the trackers.
+    raw = rng.choice(4, size=(360, len(starts)), p=[0.85, 0.05, 0.05, 0.05])
+    env = TradingEnv(market)
+    obs = env.reset(starts)
+    got_rewards, got_positions = [], []
+    for k in range(360):
+        got_positions.append(obs[:, -1, 9:].copy())
+        assert np.array_equal(obs[:, 0, 9:], obs[:, -1, 9:])  # same on every window row
+        res = env.step(raw[k])
+        got_rewards.append(res.reward)
+        obs = res.observation
+        assert res.done.all() == (k == 359)
+    log = env.trade_log()
+    for row, start in enumerate(starts):
+        rewards, trades, positions = reference_session(market.close, int(start), raw[:, row].tolist(), 0.01)
+        np.testing.assert_allclose([r[row] for r in got_rewards], rewards, rtol=0, atol=1e-12)
+        np.testing.assert_allclose([p[row] for p in got_positions], positions, rtol=0, atol=1e-6)
+        mine = np.flatnonzero(log.session == row)
+        assert len(mine) == len(trades)
+        for i, (side, entry_bar, exit_bar, entry, exit_price, pnl, reason) in zip(mine, trades, strict=True):
+            assert log.side[i] == side
+            assert log.entry_ts[i] == market.ts[entry_bar] and log.exit_ts[i] == market.ts[exit_bar]
+            assert log.entry_price[i] == entry and log.exit_price[i] == exit_price
+            assert log.pnl_pips[i] == pytest.approx(pnl, abs=1e-9)
+            assert log.bars_held[i] == exit_bar - entry_bar
+            assert log.exit_reason[i] == reason
+
+
+def test_invalid_actions_change_no_state(market: MarketData, starts: np.ndarray) -> None:
+    env = TradingEnv(market)
+    env.reset(starts[:2])
+    env.step(np.array([Action.BUY, Action.CLOSE]))  # row 0 opens long; row 1 closes while flat
+    state = (env.side.copy(), env.entry_price.copy(), env.entry_bar.copy(), env.trackers.copy())
+    res = env.step(np.array([Action.SELL, Action.CLOSE]))
+    assert res.valid.tolist() == [False, False]
+    assert res.reward.tolist() == [-1.0, -0.5]
+    assert np.array_equal(env.side, state[0]) and np.array_equal(env.entry_price, state[1])
+    assert np.array_equal(env.entry_bar, state[2])
+    res = env.step(np.array([Action.BUY, Action.HOLD]))
+    assert res.valid.tolist() == [False, True] and res.reward.tolist() == [-1.0, -0.05]
+    assert env.side.tolist() == [1, 0]
+    assert len(env.trade_log()) == 0
+
+
+def test_session_end_closes_and_counts_the_trade(market: MarketData, starts: np.ndarray) -> None:
+    env = TradingEnv(market, EnvConfig(session_bars=10))
+    env.reset(starts[:1])
+    for _ in range(9):
+        env.step(np.array([Action.HOLD]))
+    last = int(env.bar[0])
+    res = env.step(np.array([Action.BUY]))  # opens at the last bar and is closed there at once
+    assert res.done.all()
+    log = env.trade_log()
+    assert len(log) == 1 and log.exit_reason[0] == EXIT_SESSION_END and log.bars_held[0] == 0
+    assert log.pnl_pips[0] == pytest.approx(-SPREAD)
+    assert log.exit_ts[0] == market.ts[last]
+    assert res.reward[0] == pytest.approx(1.0 + float(amddp1(-SPREAD)))
+
+
+def test_fills_at_the_bar_close_with_the_spread(market: MarketData, starts: np.ndarray) -> None:
+    env = TradingEnv(market)
+    env.reset(starts[:1])
+    b0 = int(env.bar[0])
+    env.step(np.array([Action.SELL]))
+    for _ in range(4):
+        env.step(np.array([Action.HOLD]))
+    res = env.step(np.array([Action.CLOSE]))
+    pnl = (market.close[b0] - market.close[b0 + 5]) / 0.01 - SPREAD
+    assert env.trade_log().pnl_pips[0] == pytest.approx(pnl, abs=1e-9)
+    assert res.reward[0] == pytest.approx(float(np.clip(amddp1(pnl), -3, 3)))
+
+
+def test_reward_is_clipped(market: MarketData, starts: np.ndarray) -> None:
+    # Find a large losing short: AMDDP1 below -3 must be clipped to -3.
+    close = market.close
+    env = TradingEnv(market)
+    start = int(starts[0])
+    env.reset(np.array([start]))
+    env.step(np.array([Action.SELL]))
+    moves = close[start + 1 : start + 359] - close[start]
+    k = int(np.argmax(moves))
+    if moves[k] / 0.01 - SPREAD < 30:
+        pytest.skip("no 30-pip adverse move in this session")
+    for _ in range(k):
+        env.step(np.array([Action.HOLD]))
+    res = env.step(np.array([Action.CLOSE]))
+    assert res.reward[0] == -3.0
+
+
+def test_window_rows_are_the_last_32_bars(market: MarketData, starts: np.ndarray) -> None:
+    env = TradingEnv(market)
+    obs = env.reset(starts[:3])
+    for row, b in enumerate(starts[:3]):
+        np.testing.assert_array_equal(obs[row, :, :9], market.features[b - 31 : b + 1])
+    assert obs.dtype == np.float32 and obs.shape == (3, 32, 15)
+
+
+def test_bad_actions_and_starts_are_refused(market: MarketData) -> None:
+    env = TradingEnv(market)
+    with pytest.raises(ValueError, match="session starts"):
+        env.reset(np.array([0]))
+    env.reset(np.array([100]))
+    with pytest.raises(ValueError, match="actions must be"):
+        env.step(np.array([4]))
+    with pytest.raises(ValueError, match="expected 1 actions"):
+        env.step(np.array([0, 0]))

@@ -10,9 +10,7 @@ _NAME = re.compile(r"^[A-Z0-9]{3,16}$")
 def validate_instrument(name: str) -> str:
     """Return the canonical instrument name or raise ValueError with what is wrong."""
     if not _NAME.match(name):
-        raise ValueError(
-            f"instrument name {name!r} must be 3-16 upper-case letters or digits, like 'GBPJPY'"
-        )
+        raise ValueError(f"instrument name {name!r} must be 3-16 upper-case letters or digits, like 'GBPJPY'")
     return name
 
 

@@ -159,21 +159,46 @@ def test_fills_at_the_bar_close_with_the_spread(market: MarketData, starts: np.n
     assert res.reward[0] == pytest.approx(float(np.clip(amddp1(pnl), -3, 3)))
 
 
-def test_reward_is_clipped(market: MarketData, starts: np.ndarray) -> None:
-    # Find a large losing short: AMDDP1 below -3 must be clipped to -3.
-    close = market.close
-    env = TradingEnv(market)
-    start = int(starts[0])
-    env.reset(np.array([start]))
-    env.step(np.array([Action.SELL]))
-    moves = close[start + 1 : start + 359] - close[start]
-    k = int(np.argmax(moves))
-    if moves[k] / 0.01 - SPREAD < 30:
-        pytest.skip("no 30-pip adverse move in this session")
-    for _ in range(k):
-        env.step(np.array([Action.HOLD]))
-    res = env.step(np.array([Action.CLOSE]))
+def handmade_market(close: list[float]) -> MarketData:
+    n = len(close)
+    ts = 1_500_000_000 + 60 * np.arange(n, dtype=np.int64)
+    return MarketData("GBPJPY", ts, np.asarray(close, dtype=np.float64), np.zeros((n, 9)))
+
+
+def test_reward_is_clipped_both_ways() -> None:
+    # 100 pips against a short: AMDDP1 = -3 - tanh((104 - 30) / 30) < -3, clipped to -3.
+    close = [150.0] * 40 + [151.0] * 400
+    env = TradingEnv(handmade_market(close), EnvConfig(session_bars=20))
+    env.reset(np.array([39, 39]))
+    res = env.step(np.array([Action.SELL, Action.BUY]))
+    assert res.reward.tolist() == [1.0, 1.0]
+    res = env.step(np.array([Action.CLOSE, Action.CLOSE]))
+    assert float(amddp1(-104.0)) < -3.0 and float(amddp1(96.0)) > 2.8
     assert res.reward[0] == -3.0
+    assert res.reward[1] == pytest.approx(float(amddp1(96.0)))  # inside the range: unclipped
+
+
+def test_position_features_by_hand() -> None:
+    close = [150.0] * 40 + [150.10, 150.30, 150.05, 150.20] + [150.0] * 400
+    env = TradingEnv(handmade_market(close), EnvConfig(session_bars=20))
+    env.reset(np.array([39]))
+    env.step(np.array([Action.BUY]))  # entry at 150.00 on bar 39
+    seen = [env.step(np.array([Action.HOLD])).observation[0, -1, 9:] for _ in range(4)]
+    # Bars 40..43 after the step: P&L = 10, 30, 5, 20 minus the 4-pip spread.
+    pnl = [6.0, 26.0, 1.0, 16.0]
+    dd = [0.0, 0.0, -25.0, -10.0]
+    min_dd = [0.0, 0.0, -25.0, -25.0]
+    acc = [0.0, 0.0, 25.0, 35.0]
+    for k in range(3):
+        expected = [
+            1.0,
+            math.tanh(pnl[k + 1] / 100),
+            math.tanh((k + 2) / 100),
+            math.tanh(dd[k + 1] / 100),
+            math.tanh(min_dd[k + 1] / 100),
+            math.tanh(acc[k + 1] / 100),
+        ]
+        np.testing.assert_allclose(seen[k], expected, atol=1e-6)
 
 
 def test_window_rows_are_the_last_32_bars(market: MarketData, starts: np.ndarray) -> None:

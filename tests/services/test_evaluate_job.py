@@ -1,0 +1,108 @@
+"""The batch jobs end to end through the real CLI: synth -> features -> evaluate, and the sample."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from services.cli import app
+
+runner = CliRunner()
+
+
+def smz(*args: str) -> str:
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def last_json(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def sample_zip(sample_dir: Path) -> Path:
+    return sample_dir / "HISTDATA_COM_ASCII_GBPJPY_M1_2017-01-sample.zip"
+
+
+@pytest.fixture(scope="module")
+def synth_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("synth") / "synth.duckdb"
+    smz("synth", "--db", db, "--instrument", "SYNTHJPY", "--bars", "120000", "--seed", "11")
+    out = smz("features", "--db", db, "--instrument", "SYNTHJPY")
+    assert "test:" in out and last_json(out)["bars"] == 120_000
+    return db
+
+
+def test_oracle_wins_and_random_pays_the_spread_on_the_synthetic_test_split(synth_db: Path) -> None:
+    oracle = last_json(smz("evaluate", "--db", synth_db, "--instrument", "SYNTHJPY", "--policy", "oracle"))
+    random = last_json(smz("evaluate", "--db", synth_db, "--instrument", "SYNTHJPY", "--policy", "random"))
+    hold = last_json(smz("evaluate", "--db", synth_db, "--instrument", "SYNTHJPY", "--policy", "hold"))
+    assert oracle["split"] == "test" and oracle["trades"] > 50
+    assert oracle["expectancy_pips"] > 10.0
+    assert -5.0 < random["expectancy_pips"] < -3.0 and random["trades"] > 1000
+    assert hold["trades"] == 0 and hold["action_distribution"]["HOLD"] == 1.0
+    for key in ("expectancy_pips", "win_rate", "sqn", "trades", "trades_per_session", "max_drawdown_pips"):
+        assert key in oracle
+    assert set(oracle["action_distribution"]) == {"HOLD", "BUY", "SELL", "CLOSE"}
+
+
+def test_random_is_reproducible_and_seeded(synth_db: Path) -> None:
+    args = (
+        "evaluate",
+        "--db",
+        synth_db,
+        "--instrument",
+        "SYNTHJPY",
+        "--policy",
+        "random",
+        "--split",
+        "validation",
+    )
+    a, b = last_json(smz(*args)), last_json(smz(*args))
+    c = last_json(smz(*args, "--seed", "5"))
+    assert a == b and a["total_pips"] != c["total_pips"]
+
+
+def test_trade_log_csv_matches_the_metrics(synth_db: Path, tmp_path: Path) -> None:
+    path = tmp_path / "trades.csv"
+    report = last_json(
+        smz(
+            "evaluate",
+            "--db",
+            synth_db,
+            "--instrument",
+            "SYNTHJPY",
+            "--policy",
+            "oracle",
+            "--trades-csv",
+            path,
+        )
+    )
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == report["trades"]
+    assert sum(float(r["pnl_pips"]) for r in rows) == pytest.approx(report["total_pips"])
+    assert rows[0]["entry_ts"].endswith("Z") and rows[0]["side"] in {"long", "short"}
+    assert {r["exit_reason"] for r in rows} <= {"close", "session_end"}
+
+
+def test_oracle_refused_on_real_data_and_missing_features(tmp_path: Path, sample_zip: Path) -> None:
+    db = tmp_path / "real.duckdb"
+    smz("ingest", sample_zip, "--instrument", "GBPJPY", "--db", db)
+    result = runner.invoke(app, ["evaluate", "--db", str(db), "--instrument", "GBPJPY"])
+    assert result.exit_code == 2 and "smz features" in result.output
+    smz("features", "--db", db, "--instrument", "GBPJPY")
+    result = runner.invoke(app, ["evaluate", "--db", str(db), "--instrument", "GBPJPY", "--policy", "oracle"])
+    assert result.exit_code == 2 and "synthetic" in result.output
+    report = last_json(smz("evaluate", "--db", db, "--instrument", "GBPJPY", "--policy", "momentum"))
+    assert report["sessions"] > 0
+
+
+def test_up_runs_the_pipeline_on_the_bundled_sample(tmp_path: Path) -> None:
+    out = smz("up", "--db", tmp_path / "demo.duckdb")
+    assert "Baselines on GBPJPY sample" in out and "momentum" in out

@@ -60,8 +60,13 @@ _VALID = _step_table(
     },
     bool,
 )
-_OPENS = _step_table({(Action.BUY, False): True, (Action.SELL, False): True}, bool)
-_CLOSES = _step_table({(Action.CLOSE, True): True}, bool)
+_BUY = int(Action.BUY)  # a plain int: comparing arrays with an IntEnum member is slow
+_EVENT_OPEN, _EVENT_CLOSE = 1, 2
+_EVENT = _step_table(
+    {(Action.BUY, False): _EVENT_OPEN, (Action.SELL, False): _EVENT_OPEN, (Action.CLOSE, True): _EVENT_CLOSE},
+    np.int8,
+)
+_POSITION_BYTES = np.dtype(f"V{N_POSITION * 4}")  # the six float32 position columns as one item
 
 EXIT_CLOSE = "close"
 EXIT_SESSION_END = "session_end"
@@ -218,7 +223,11 @@ class TradingEnv:
         self.n = n
         self.start = starts.copy()
         self.step_in_session = np.zeros(n, dtype=np.int64)
+        # While every row is at the same step (the usual lockstep case) it is kept as one int, which
+        # turns the end-of-session checks into a Python comparison.
+        self._common_step: int | None = 0
         self.bar = starts.copy()
+        self.close_now = self.market.close[self.bar]
         self.side = np.zeros(n, dtype=np.int8)
         self.entry_price = np.zeros(n)
         self.entry_bar = np.zeros(n, dtype=np.int64)
@@ -237,7 +246,9 @@ class TradingEnv:
         self._check_starts(starts)
         self.start[rows] = starts
         self.bar[rows] = starts
+        self.close_now[rows] = self.market.close[starts]
         self.step_in_session[rows] = 0
+        self._common_step = int(self.step_in_session[0]) if (self.step_in_session == 0).all() else None
         for arr in (self.side, self.entry_price, self.entry_bar, self.peak, self.trackers):
             arr[rows] = 0
         return self.observation()
@@ -266,10 +277,16 @@ class TradingEnv:
     def observation(self) -> np.ndarray:
         """(n, 32, 15) float32 windows at each row's current bar (a new array each call)."""
         obs = self.market.windows[self.bar - (WINDOW - 1)].reshape(self.n, WINDOW, N_FEATURES)
-        pos = self.position_features()
-        # Column by column: broadcasting all six at once runs a slow inner loop of length 6.
-        for j in range(N_POSITION):
-            obs[:, :, N_MARKET + j] = pos[:, j : j + 1]
+        # The six position columns of a row are 24 contiguous bytes: copy them as one opaque item per
+        # window row (a float-by-float broadcast runs a slow inner loop of length 6).
+        target = np.ndarray(
+            shape=(self.n, WINDOW),
+            dtype=_POSITION_BYTES,
+            buffer=obs,
+            offset=N_MARKET * obs.itemsize,
+            strides=(obs.strides[0], obs.strides[1]),
+        )
+        target[...] = self.position_features().view(_POSITION_BYTES)
         return obs
 
     # ---------------------------------------------------------------- step
@@ -277,59 +294,79 @@ class TradingEnv:
         actions = np.asarray(actions)
         if actions.shape != (self.n,):
             raise ValueError(f"expected {self.n} actions, got shape {actions.shape}")
-        if actions.size and (actions.min() < 0 or actions.max() >= N_ACTIONS):
-            raise ValueError(f"actions must be in 0..{N_ACTIONS - 1}")
+        try:
+            counts = np.bincount(actions, minlength=N_ACTIONS)  # also validates the actions
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"actions must be integers in 0..{N_ACTIONS - 1}") from exc
+        if len(counts) > N_ACTIONS:
+            raise ValueError(f"actions must be integers in 0..{N_ACTIONS - 1}")
+        self.action_counts += counts
         cfg = self.config
-        close = self.market.close[self.bar]
         key = actions * 2 + (self.side != 0)  # (action, in position) -> one table lookup each
         reward = _REWARD[key]
         valid = _VALID[key]
-        opening = _OPENS[key]
-        closing = _CLOSES[key]
+        event = _EVENT[key]
+        traded = False
 
-        if closing.any():
-            reward += self._close(closing, close, _EXIT_CLOSE)
-        if opening.any():
-            rows = np.flatnonzero(opening)
-            self.side[rows] = np.where(actions[rows] == Action.BUY, 1, -1)
-            self.entry_price[rows] = close[rows]
-            self.entry_bar[rows] = self.bar[rows]
-            self.peak[rows] = -cfg.spread_pips
-            self.trackers[rows] = 0.0
-            self.pnl[rows] = -cfg.spread_pips
+        if event.any():
+            closing = np.flatnonzero(event == _EVENT_CLOSE)
+            if len(closing):
+                reward[closing] += self._close(closing, _EXIT_CLOSE)
+                traded = True
+            opening = np.flatnonzero(event == _EVENT_OPEN)
+            if len(opening):
+                self.side[opening] = np.where(actions[opening] == _BUY, 1, -1)
+                self.entry_price[opening] = self.close_now[opening]
+                self.entry_bar[opening] = self.bar[opening]
+                self.peak[opening] = -cfg.spread_pips
+                self.trackers[opening] = 0.0
+                self.pnl[opening] = -cfg.spread_pips
 
-        last_bar = self.step_in_session == cfg.session_bars - 1
-        forced = last_bar & (self.side != 0)
-        if forced.any():
-            reward += self._close(forced, close, _EXIT_SESSION_END)
-        if closing.any() or forced.any():  # only AMDDP1 can leave the clip range
+        last = cfg.session_bars - 1
+        step = self._common_step
+        if step is not None:
+            forced = np.flatnonzero(self.side != 0) if step == last else None
+        else:
+            forced = np.flatnonzero((self.step_in_session == last) & (self.side != 0))
+        if forced is not None and len(forced):
+            reward[forced] += self._close(forced, _EXIT_SESSION_END)
+            traded = True
+        if traded:  # only AMDDP1 can leave the clip range
             np.clip(reward, -cfg.reward_clip, cfg.reward_clip, out=reward)
-        self.action_counts += np.bincount(actions, minlength=N_ACTIONS)
 
         # Move to the next bar; finished rows stay on their last bar until reset.
         self.step_in_session += 1
-        done = self.step_in_session >= cfg.session_bars
-        self.bar += ~done
+        if step is not None:
+            self._common_step = step + 1
+            finished = step + 1 >= cfg.session_bars
+            done = np.full(self.n, finished)
+            if not finished:
+                self.bar += 1
+        else:
+            done = self.step_in_session >= cfg.session_bars
+            self.bar += ~done
         self._mark_to_market()
         return StepResult(self.observation(), reward, done, valid)
 
-    def _close(self, rows_mask: np.ndarray, close: np.ndarray, reason: int) -> np.ndarray:
-        """Close the masked rows' positions at this bar's close; AMDDP1 per row (0 elsewhere)."""
-        rows = np.flatnonzero(rows_mask)
-        side = self.side[rows]
-        entry_price = self.entry_price[rows]
-        exit_price = close[rows]
-        pnl = (exit_price - entry_price) * side
-        pnl /= self.pip
-        pnl -= self.config.spread_pips
+    def _close(self, rows: np.ndarray, reason: int) -> np.ndarray:
+        """Close the positions of ``rows`` at this bar's close; returns their AMDDP1 rewards."""
+        # The mark-to-market P&L at this bar is exactly the trade's P&L after spread.
+        pnl = self.pnl[rows]
         # Raw columns only; timestamps and labels are filled in once, by trade_log().
         self._trades.append(
-            (rows, side, self.entry_bar[rows], self.bar[rows], entry_price, exit_price, pnl, reason)
+            (
+                rows,
+                self.side[rows],
+                self.entry_bar[rows],
+                self.bar[rows],
+                self.entry_price[rows],
+                self.close_now[rows],
+                pnl,
+                reason,
+            )
         )
         self.side[rows] = 0
-        out = np.zeros(self.n)
-        out[rows] = amddp1(pnl)
-        return out
+        return amddp1(pnl)
 
     def _mark_to_market(self) -> None:
         """Update the open positions' P&L and drawdown trackers at the current bar's close.
@@ -337,8 +374,10 @@ class TradingEnv:
         Computed for every row (cheaper than selecting); flat rows' trackers are masked out of the
         features and reset when a position opens.
         """
+        close = self.market.close[self.bar]
+        self.close_now = close
         pnl = self.pnl
-        np.subtract(self.market.close[self.bar], self.entry_price, out=pnl)
+        np.subtract(close, self.entry_price, out=pnl)
         pnl *= self.side
         pnl /= self.pip
         pnl -= self.config.spread_pips

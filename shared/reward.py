@@ -26,21 +26,30 @@ CLOSE_FLAT_REWARD: Final = -0.5
 REWARD_CLIP: Final = 3.0
 
 
+# AMDDP1 magnitude is piecewise linear in |p| up to 30 pips, then a tanh tail:
+#   gains  (p > 0):  1 + 0.05 p (p < 10);  1.5 + 0.025 (p - 10) (p < 30);  2 + tanh((p - 30) / 50)
+#   losses (a = -p): -1 - 0.1 a (a < 10);  -2 - 0.05 (a - 10) (a < 30);  -3 - tanh((a - 30) / 30)
+_KNOTS = np.array([0.0, 10.0, 30.0])
+_GAIN_AT_KNOTS = np.array([1.0, 1.5, 2.0])
+_LOSS_AT_KNOTS = np.array([1.0, 2.0, 3.0])
+_TAIL_START = 30.0
+_GAIN_TAIL_SCALE = 50.0
+_LOSS_TAIL_SCALE = 30.0
+
+
 def amddp1(pnl_pips: np.ndarray | float) -> np.ndarray:
-    """Asymmetric reward of a closed trade's P&L in pips after spread (vectorised)."""
+    """Asymmetric reward of a closed trade's P&L in pips after spread (SPEC section 5), vectorised.
+
+    p <= 0 counts as a loss (AMDDP1(0) = -1).
+    """
     p = np.asarray(pnl_pips, dtype=np.float64)
-    a = -p
-    gain = np.where(
-        p < 10.0,
-        1.0 + 0.05 * p,
-        np.where(p < 30.0, 1.5 + 0.025 * (p - 10.0), 2.0 + np.tanh((p - 30.0) / 50.0)),
+    gain = p > 0.0
+    a = np.abs(p)
+    magnitude = np.where(gain, np.interp(a, _KNOTS, _GAIN_AT_KNOTS), np.interp(a, _KNOTS, _LOSS_AT_KNOTS))
+    magnitude += np.tanh(
+        np.maximum(a - _TAIL_START, 0.0) / np.where(gain, _GAIN_TAIL_SCALE, _LOSS_TAIL_SCALE)
     )
-    loss = np.where(
-        a < 10.0,
-        -1.0 - 0.1 * a,
-        np.where(a < 30.0, -2.0 - 0.05 * (a - 10.0), -3.0 - np.tanh((a - 30.0) / 30.0)),
-    )
-    return np.where(p > 0.0, gain, loss)
+    return np.where(gain, magnitude, -magnitude)
 
 
 def legal_actions(side: np.ndarray) -> np.ndarray:

@@ -34,17 +34,16 @@ CREATE TABLE IF NOT EXISTS rejected_rows (
     reason VARCHAR NOT NULL, text VARCHAR,
     PRIMARY KEY (instrument, file, line)
 );
+-- Derived tables carry no index: `smz features` replaces an instrument's rows wholesale in one
+-- transaction, one row per bar by construction, and an index would triple the write time.
 CREATE TABLE IF NOT EXISTS features (
-    instrument VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, {_FEATURE_COLUMNS},
-    PRIMARY KEY (instrument, ts)
+    instrument VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, {_FEATURE_COLUMNS}
 );
 CREATE TABLE IF NOT EXISTS outcomes (
-    instrument VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, outcome TINYINT NOT NULL, sigma DOUBLE NOT NULL,
-    PRIMARY KEY (instrument, ts)
+    instrument VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, outcome TINYINT NOT NULL, sigma DOUBLE NOT NULL
 );
 CREATE TABLE IF NOT EXISTS session_starts (
-    instrument VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, split VARCHAR NOT NULL,
-    PRIMARY KEY (instrument, ts)
+    instrument VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, split VARCHAR NOT NULL
 );
 CREATE TABLE IF NOT EXISTS datasets (
     instrument VARCHAR PRIMARY KEY, schema_version INTEGER NOT NULL, schema_hash VARCHAR NOT NULL,
@@ -118,7 +117,6 @@ class Store:
             return 0
         table = pa.table(
             {
-                "instrument": pa.array([bars.instrument] * len(bars), pa.string()),
                 "ts": _ts_array(bars.ts),
                 "open": bars.open,
                 "high": bars.high,
@@ -130,7 +128,7 @@ class Store:
         before = self.count_bars(bars.instrument)
         self.con.register("_new_bars", table)
         try:
-            self.con.execute("INSERT OR IGNORE INTO bars SELECT * FROM _new_bars")
+            self.con.execute("INSERT OR IGNORE INTO bars SELECT ?, * FROM _new_bars", [bars.instrument])
         finally:
             self.con.unregister("_new_bars")
         return self.count_bars(bars.instrument) - before
@@ -190,42 +188,41 @@ class Store:
         return {r[0]: int(r[1]) for r in rows}
 
     # ------------------------------------------------------------ data sets
+    def _insert_with_instrument(self, table: str, instrument: str, rows: pa.Table) -> None:
+        """INSERT the columns of ``rows`` after an instrument column given as one SQL parameter
+        (a Python list of millions of equal strings costs more than the insert itself)."""
+        self.con.register("_rows", rows)
+        try:
+            self.con.execute(f"INSERT INTO {table} SELECT ?, * FROM _rows", [instrument])
+        finally:
+            self.con.unregister("_rows")
+
     def write_dataset(self, ds: Dataset) -> None:
         """Replace the instrument's features, outcomes, sessions and metadata with ``ds``."""
         inst = ds.bars.instrument
         ts = ds.bars.ts
         n = len(ts)
         features = pa.table(
-            {
-                "instrument": pa.array([inst] * n, pa.string()),
-                "ts": _ts_array(ts),
-                **{name: ds.features[:, i] for i, name in enumerate(MARKET_FEATURES)},
-            }
+            {"ts": _ts_array(ts), **{name: ds.features[:, i] for i, name in enumerate(MARKET_FEATURES)}}
         )
         outcomes = pa.table(
-            {
-                "instrument": pa.array([inst] * (n - 1), pa.string()),
-                "ts": _ts_array(ts[:-1]),
-                "outcome": pa.array(ds.outcome, pa.int8()),
-                "sigma": ds.sigma,
-            }
+            {"ts": _ts_array(ts[:-1]), "outcome": pa.array(ds.outcome, pa.int8()), "sigma": ds.sigma}
         )
+        split_names = pa.array(list(SPLITS), pa.string())
         sessions = pa.table(
             {
-                "instrument": pa.array([inst] * len(ds.session_starts), pa.string()),
                 "ts": _ts_array(ts[ds.session_starts]),
-                "split": pa.array([SPLITS[i] for i in ds.session_split], pa.string()),
+                "split": pa.DictionaryArray.from_arrays(
+                    pa.array(ds.session_split, pa.int8()), split_names
+                ).cast(pa.string()),
             }
         )
         with self.transaction():
             for table in ("features", "outcomes", "session_starts", "datasets"):
                 self.con.execute(f"DELETE FROM {table} WHERE instrument = ?", [inst])
-            for name, table in (("features", features), ("outcomes", outcomes), ("session_starts", sessions)):
-                self.con.register("_rows", table)
-                try:
-                    self.con.execute(f"INSERT INTO {name} SELECT * FROM _rows")
-                finally:
-                    self.con.unregister("_rows")
+            self._insert_with_instrument("features", inst, features)
+            self._insert_with_instrument("outcomes", inst, outcomes)
+            self._insert_with_instrument("session_starts", inst, sessions)
             self.con.execute(
                 "INSERT INTO datasets VALUES (?, ?, ?, ?, to_timestamp(?)::TIMESTAMP, "
                 "to_timestamp(?)::TIMESTAMP, to_timestamp(?)::TIMESTAMP, to_timestamp(?)::TIMESTAMP, "
@@ -261,11 +258,12 @@ class Store:
             "SELECT outcome, sigma FROM outcomes WHERE instrument = ? ORDER BY ts", [instrument]
         ).fetchnumpy()
         sess = self.con.execute(
-            "SELECT ts, split FROM session_starts WHERE instrument = ? ORDER BY ts", [instrument]
+            "SELECT ts, list_position(?, split) - 1 AS split FROM session_starts WHERE instrument = ? "
+            "ORDER BY ts",
+            [list(SPLITS), instrument],
         ).fetchnumpy()
         starts = np.searchsorted(bars.ts, _epoch_seconds(sess["ts"])).astype(np.int64)
-        split_index = {name: i for i, name in enumerate(SPLITS)}
-        split = np.array([split_index[str(s)] for s in sess["split"]], dtype=np.int8)
+        split = np.asarray(sess["split"], dtype=np.int8)
         bounds_row = self.con.execute(
             "SELECT epoch(validation_start)::BIGINT, epoch(test_start)::BIGINT FROM datasets "
             "WHERE instrument = ?",

@@ -237,6 +237,9 @@ class TradingEnv:
         self.trackers = np.zeros((n, N_POSITION - 1))
         self.pnl, self.bars_since_entry, self.dd, self.min_dd, self.acc_dd = self.trackers.T
         self._pos = np.empty((n, N_POSITION), dtype=np.float32)
+        self._all_done = np.ones(n, dtype=bool)
+        self._none_done = np.zeros(n, dtype=bool)
+        self._all_done.flags.writeable = self._none_done.flags.writeable = False
         return self.observation()
 
     def reset_rows(self, rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -286,7 +289,10 @@ class TradingEnv:
             offset=N_MARKET * obs.itemsize,
             strides=(obs.strides[0], obs.strides[1]),
         )
-        target[...] = self.position_features().view(_POSITION_BYTES)
+        # Flat rows' position columns are already zero in the gathered windows.
+        in_position = np.flatnonzero(self.side)
+        if len(in_position):
+            target[in_position] = self.position_features()[in_position].view(_POSITION_BYTES)
         return obs
 
     # ---------------------------------------------------------------- step
@@ -308,7 +314,7 @@ class TradingEnv:
         event = _EVENT[key]
         traded = False
 
-        if event.any():
+        if np.count_nonzero(event):
             closing = np.flatnonzero(event == _EVENT_CLOSE)
             if len(closing):
                 reward[closing] += self._close(closing, _EXIT_CLOSE)
@@ -332,14 +338,15 @@ class TradingEnv:
             reward[forced] += self._close(forced, _EXIT_SESSION_END)
             traded = True
         if traded:  # only AMDDP1 can leave the clip range
-            np.clip(reward, -cfg.reward_clip, cfg.reward_clip, out=reward)
+            np.minimum(reward, cfg.reward_clip, out=reward)
+            np.maximum(reward, -cfg.reward_clip, out=reward)
 
         # Move to the next bar; finished rows stay on their last bar until reset.
         self.step_in_session += 1
         if step is not None:
             self._common_step = step + 1
             finished = step + 1 >= cfg.session_bars
-            done = np.full(self.n, finished)
+            done = self._all_done if finished else self._none_done
             if not finished:
                 self.bar += 1
         else:

@@ -32,8 +32,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from shared.store import RejectedRow
-
 HISTDATA_ASCII = "histdata-ascii"
 HISTDATA_MT = "histdata-mt"
 HEADER_CSV = "csv"
@@ -57,6 +55,18 @@ REJECT_REASONS: tuple[str, ...] = (
     "bad_volume",  # volume negative, nan or inf
     "conflicting_duplicate",  # decided by ``split_duplicates``, not by the parser
 )
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A row of an input file that is not a valid bar, kept with where it was and why."""
+
+    file: str
+    line: int  # 1-based line number in the file
+    reason: str  # one of REJECT_REASONS
+    text: str
+
+
 _REASON_CODE = {reason: code for code, reason in enumerate(REJECT_REASONS, start=1)}
 
 MAX_REJECT_TEXT = 500  # characters of a rejected line kept for the report

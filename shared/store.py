@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -17,6 +16,7 @@ import pyarrow as pa
 
 from shared.bars import Bars
 from shared.dataset import Dataset
+from shared.ingest import RejectedRow
 from shared.schema import MARKET_FEATURES, SCHEMA_HASH, SCHEMA_VERSION, check_schema_hash
 from shared.sessions import SPLITS, SplitBoundaries
 
@@ -64,14 +64,6 @@ def _ts_array(ts: np.ndarray) -> pa.Array:
 
 def _epoch_seconds(col: np.ndarray) -> np.ndarray:
     return np.asarray(col).astype("datetime64[s]").astype(np.int64)
-
-
-@dataclass(frozen=True)
-class RejectedRow:
-    file: str
-    line: int
-    reason: str
-    text: str
 
 
 class Store:

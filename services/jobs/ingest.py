@@ -34,6 +34,7 @@ from shared.ingest import (
     REJECT_REASONS,
     IngestFormatError,
     ParsedFile,
+    RejectedRow,
     Zone,
     line_texts,
     parse_bars,
@@ -41,7 +42,7 @@ from shared.ingest import (
     split_duplicates,
 )
 from shared.instruments import validate_instrument
-from shared.store import RejectedRow, Store
+from shared.store import Store
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"

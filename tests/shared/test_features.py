@@ -115,7 +115,7 @@ def test_rolling_extremes_match_a_loop() -> None:
 
 
 def test_live_builder_equals_batch_on_50000_real_bars_with_weekends(gbpjpy_2017: Bars) -> None:
-    # Warm up on the first 20,000 bars, then compare 50,000 consecutive bars (seven weekends).
+    # All 70,000 bars are compared; the 50,000 after the first 20,000 hold seven weekends.
     bars = gbpjpy_2017.slice(0, 70_000)
     batch = market_features(bars)
     live = LiveMarketFeatures(bars.instrument)

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 up: $(STAMP)
-	$(BIN)/smz demo --db $(DB)
+	$(BIN)/smz up --db $(DB)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

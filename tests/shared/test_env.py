@@ -115,6 +115,22 @@ def test_vectorised_env_equals_the_reference_on_random_actions(
             assert log.exit_reason[i] == reason
 
 
+def test_every_reward_table_row() -> None:
+    # Rows: flat, and long (opened at the first step). Price flat at 150, so a close earns AMDDP1(-4).
+    env = TradingEnv(handmade_market([150.0] * 80), EnvConfig(session_bars=20))
+    table = {
+        Action.HOLD: (-0.05, 0.0),
+        Action.BUY: (1.0, -1.0),
+        Action.SELL: (1.0, -1.0),
+        Action.CLOSE: (-0.5, float(amddp1(-SPREAD))),
+    }
+    for action, (flat_reward, long_reward) in table.items():
+        env.reset(np.array([40, 40]))
+        env.step(np.array([Action.HOLD, Action.BUY]))
+        res = env.step(np.array([action, action]))
+        assert res.reward.tolist() == pytest.approx([flat_reward, long_reward], abs=1e-12), action.name
+
+
 def test_invalid_actions_change_no_state(market: MarketData, starts: np.ndarray) -> None:
     env = TradingEnv(market)
     env.reset(starts[:2])

@@ -1,0 +1,10 @@
+"""Batched stochastic MCTS (SPEC section 7): many roots in lockstep, trees in preallocated arrays.
+
+The search only sees the model through ``shared.model.inference.ModelFunctions`` (numpy in and out),
+as DeepMind's mctx separates its search from the model functions it calls.
+"""
+
+from shared.search.config import SearchConfig
+from shared.search.search import SearchOutput, search
+
+__all__ = ["SearchConfig", "SearchOutput", "search"]

@@ -1,0 +1,27 @@
+"""Search parameters (SPEC section 7)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SearchConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    num_simulations: int = Field(25, ge=1)  # 25 when serving, 10 when collecting
+    pb_c_init: float = 1.25  # c1
+    pb_c_base: float = 19652.0  # c2
+    depth_limit: int = Field(3, ge=1)  # decision levels below the root; the value head bootstraps there
+    discount: float = 0.997
+    dirichlet_alpha: float = 1.0
+    dirichlet_fraction: float = 0.5
+    add_noise: bool = False  # root Dirichlet noise: training only
+    temperature: float = 0.0  # visit-count temperature; 0 picks the most visited action
+
+    @classmethod
+    def serving(cls) -> SearchConfig:
+        return cls(num_simulations=25, add_noise=False, temperature=0.0)
+
+    @classmethod
+    def collecting(cls, temperature: float) -> SearchConfig:
+        return cls(num_simulations=10, add_noise=True, temperature=temperature)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 import torch
@@ -23,7 +25,10 @@ class KnownAnswerModel:
     HOLD pays 0. Everything deeper pays 0 and is worth 0."""
 
     probs = np.array([0.3, 0.1, 0.6], np.float32)
-    root_rewards = {Action.BUY: (10.0, 0.0, -1.0), Action.SELL: (-1.0, 0.0, 2.0)}
+    root_rewards: ClassVar[dict[int, tuple[float, float, float]]] = {
+        Action.BUY: (10.0, 0.0, -1.0),
+        Action.SELL: (-1.0, 0.0, 2.0),
+    }
 
     def __init__(self) -> None:
         self.outcome_calls = 0

@@ -140,6 +140,24 @@ def up(
     run_up(db)
 
 
+model_app = typer.Typer(help="The six networks.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("info")
+def model_info() -> None:
+    """Print the model config and the exact parameter count of each network."""
+    from shared.model.config import ModelConfig
+    from shared.model.networks import MuZeroNetwork, parameter_count, parameter_counts_by_network
+
+    config = ModelConfig()
+    net = MuZeroNetwork(config)
+    for name, count in parameter_counts_by_network(net).items():
+        typer.echo(f"{name:>15}: {count:>10,}")
+    typer.echo(f"{'total':>15}: {parameter_count(net):>10,}")
+    _print_json({"parameters": parameter_count(net), "config": config.model_dump(mode="json")})
+
+
 def main() -> None:
     app()
 

@@ -140,23 +140,36 @@ def select(
     child: np.ndarray,
     q_min: np.ndarray,
     q_max: np.ndarray,
+    embeddings: np.ndarray,
     pb_c_init: float,
     pb_c_base: float,
     depth_limit: int,
-    out_kind: np.ndarray,
-    out_node: np.ndarray,
-    out_action: np.ndarray,
-    out_outcome: np.ndarray,
-) -> None:
-    """Walk every root's tree from the root to where this simulation ends."""
+    kind: np.ndarray,
+    node_out: np.ndarray,
+    action_out: np.ndarray,
+    outcome_out: np.ndarray,
+    chance_rows: np.ndarray,
+    chance_hidden: np.ndarray,
+    chance_actions: np.ndarray,
+    expand_rows: np.ndarray,
+    expand_hidden: np.ndarray,
+    expand_actions: np.ndarray,
+    expand_outcomes: np.ndarray,
+) -> tuple[int, int]:
+    """Walk every root's tree to where this simulation ends, and pack the model inputs.
+
+    Returns (n_chance, n_expand): the first rows of the ``chance_*`` buffers are the inputs of the
+    outcome call, the first rows of the ``expand_*`` buffers those of the recurrent call (their
+    outcomes for new chance nodes are filled in by ``set_chance_probs``).
+    """
+    n_chance = 0
+    n_expand = 0
     for b in range(node_visits.shape[0]):
         node = 0
         while True:
             if node_depth[b, node] >= depth_limit:
-                out_kind[b] = LEAF_AT_DEPTH_LIMIT
-                out_node[b] = node
-                out_action[b] = -1
-                out_outcome[b] = -1
+                kind[b] = LEAF_AT_DEPTH_LIMIT
+                node_out[b] = node
                 break
             a = select_action(
                 b,
@@ -172,51 +185,73 @@ def select(
                 pb_c_init,
                 pb_c_base,
             )
-            out_node[b] = node
-            out_action[b] = a
+            node_out[b] = node
+            action_out[b] = a
             if not chance_expanded[b, node, a]:
-                out_kind[b] = LEAF_NEW_CHANCE
-                out_outcome[b] = -1
+                kind[b] = LEAF_NEW_CHANCE
+                chance_rows[n_chance] = b
+                chance_hidden[n_chance] = embeddings[b, node]
+                chance_actions[n_chance] = a
+                n_chance += 1
                 break
             o = choose_outcome(chance_probs[b, node, a], outcome_visits[b, node, a])
             nxt = child[b, node, a, o]
             if nxt == UNVISITED:
-                out_kind[b] = LEAF_NEW_NODE
-                out_outcome[b] = o
+                kind[b] = LEAF_NEW_NODE
+                outcome_out[b] = o
                 break
             node = nxt
+        if kind[b] != LEAF_AT_DEPTH_LIMIT:
+            expand_rows[n_expand] = b
+            expand_hidden[n_expand] = embeddings[b, node_out[b]]
+            expand_actions[n_expand] = action_out[b]
+            expand_outcomes[n_expand] = outcome_out[b]  # stale for new chance nodes: set below
+            n_expand += 1
+    return n_chance, n_expand
 
 
 @njit(cache=True)
 def set_chance_probs(
-    rows: np.ndarray,
-    nodes: np.ndarray,
-    actions: np.ndarray,
+    n_chance: int,
+    chance_rows: np.ndarray,
     probs: np.ndarray,
+    node_out: np.ndarray,
+    action_out: np.ndarray,
     chance_expanded: np.ndarray,
     chance_probs: np.ndarray,
     outcome_visits: np.ndarray,
-    out_outcome: np.ndarray,
+    outcome_out: np.ndarray,
+    n_expand: int,
+    expand_rows: np.ndarray,
+    expand_outcomes: np.ndarray,
 ) -> None:
     """Store new chance nodes' outcome probabilities and pick each one's first outcome."""
-    for i in range(rows.shape[0]):
-        b, node, a = rows[i], nodes[i], actions[i]
+    for i in range(n_chance):
+        b = chance_rows[i]
+        node, a = node_out[b], action_out[b]
         chance_expanded[b, node, a] = True
         for o in range(probs.shape[1]):
             chance_probs[b, node, a, o] = probs[i, o]
-        out_outcome[b] = choose_outcome(chance_probs[b, node, a], outcome_visits[b, node, a])
+        outcome_out[b] = choose_outcome(chance_probs[b, node, a], outcome_visits[b, node, a])
+    for i in range(n_expand):
+        expand_outcomes[i] = outcome_out[expand_rows[i]]
 
 
 @njit(cache=True)
-def add_nodes(
-    rows: np.ndarray,
-    parents: np.ndarray,
-    actions: np.ndarray,
-    outcomes: np.ndarray,
+def expand_and_backup(
+    n_expand: int,
+    expand_rows: np.ndarray,
+    next_hidden: np.ndarray,
     rewards: np.ndarray,
     values: np.ndarray,
     policy_logits: np.ndarray,
+    node_out: np.ndarray,
+    action_out: np.ndarray,
+    outcome_out: np.ndarray,
+    discount: float,
     node_count: np.ndarray,
+    node_visits: np.ndarray,
+    node_value_sum: np.ndarray,
     node_value: np.ndarray,
     node_reward: np.ndarray,
     node_prior: np.ndarray,
@@ -225,13 +260,20 @@ def add_nodes(
     node_parent: np.ndarray,
     node_parent_action: np.ndarray,
     node_parent_outcome: np.ndarray,
+    embeddings: np.ndarray,
+    chance_visits: np.ndarray,
+    chance_value_sum: np.ndarray,
+    outcome_visits: np.ndarray,
     child: np.ndarray,
-    out_new_node: np.ndarray,
+    q_min: np.ndarray,
+    q_max: np.ndarray,
 ) -> None:
-    """Allocate the expanded nodes (their embeddings are written by the caller); each node's prior is
-    the policy softmax over the actions legal for its position side."""
-    for i in range(rows.shape[0]):
-        b, p, a, o = rows[i], parents[i], actions[i], outcomes[i]
+    """Add the expanded nodes (prior = policy softmax over the actions legal for the node's side),
+    then back every root's leaf value up to its root: G = r + discount * G along the path."""
+    leaf = node_out.copy()  # depth-limit leaves bootstrap from the node they reached
+    for i in range(n_expand):
+        b = expand_rows[i]
+        p, a, o = node_out[b], action_out[b], outcome_out[b]
         n = node_count[b]
         node_count[b] = n + 1
         node_value[b, n] = values[i]
@@ -243,41 +285,21 @@ def add_nodes(
         node_parent[b, n] = p
         node_parent_action[b, n] = a
         node_parent_outcome[b, n] = o
+        embeddings[b, n] = next_hidden[i]
         child[b, p, a, o] = n
-        out_new_node[i] = n
-
-
-@njit(cache=True)
-def backup(
-    leaves: np.ndarray,
-    discount: float,
-    node_visits: np.ndarray,
-    node_value_sum: np.ndarray,
-    node_value: np.ndarray,
-    node_reward: np.ndarray,
-    node_parent: np.ndarray,
-    node_parent_action: np.ndarray,
-    node_parent_outcome: np.ndarray,
-    chance_visits: np.ndarray,
-    chance_value_sum: np.ndarray,
-    outcome_visits: np.ndarray,
-    q_min: np.ndarray,
-    q_max: np.ndarray,
-) -> None:
-    """Back the leaf's value up to the root: G = r + discount * G along the path."""
-    for b in range(leaves.shape[0]):
-        node = leaves[b]
+        leaf[b] = n
+    for b in range(leaf.shape[0]):
+        node = leaf[b]
         ret = float(node_value[b, node])
         node_visits[b, node] += 1
         node_value_sum[b, node] += ret
         while node != 0:
             parent = node_parent[b, node]
             a = node_parent_action[b, node]
-            o = node_parent_outcome[b, node]
             ret = node_reward[b, node] + discount * ret
             chance_visits[b, parent, a] += 1
             chance_value_sum[b, parent, a] += ret
-            outcome_visits[b, parent, a, o] += 1
+            outcome_visits[b, parent, a, node_parent_outcome[b, node]] += 1
             q = chance_value_sum[b, parent, a] / chance_visits[b, parent, a]
             if q < q_min[b]:
                 q_min[b] = q

@@ -73,13 +73,22 @@ def search(
     tree.node_value_sum[:, 0] = value
     tree.embeddings[:, 0] = hidden
 
+    hidden_size = hidden.shape[1]
     kind = np.empty(batch, np.int64)
-    node = np.empty(batch, np.int64)
-    action = np.empty(batch, np.int64)
-    outcome = np.empty(batch, np.int64)
-    leaf = np.empty(batch, np.int64)
+    node = np.zeros(batch, np.int64)
+    action = np.zeros(batch, np.int64)
+    outcome = np.zeros(batch, np.int64)
+    # Packed inputs of the two model calls, rebuilt by every simulation's selection pass.
+    chance_rows = np.empty(batch, np.int64)
+    chance_hidden = np.empty((batch, hidden_size), np.float32)
+    chance_actions = np.empty(batch, np.int64)
+    expand_rows = np.empty(batch, np.int64)
+    expand_hidden = np.empty((batch, hidden_size), np.float32)
+    expand_actions = np.empty(batch, np.int64)
+    expand_outcomes = np.empty(batch, np.int64)
+    no_rows = np.empty((0, N_ACTIONS), np.float32)
     for _ in range(config.num_simulations):
-        kernels.select(
+        n_chance, n_expand = kernels.select(
             tree.node_visits,
             tree.node_value_sum,
             tree.node_prior,
@@ -93,6 +102,7 @@ def search(
             tree.child,
             tree.q_min,
             tree.q_max,
+            tree.embeddings,
             config.pb_c_init,
             config.pb_c_base,
             config.depth_limit,
@@ -100,63 +110,63 @@ def search(
             node,
             action,
             outcome,
+            chance_rows,
+            chance_hidden,
+            chance_actions,
+            expand_rows,
+            expand_hidden,
+            expand_actions,
+            expand_outcomes,
         )
-        leaf[:] = node
-        new_chance = np.flatnonzero(kind == kernels.LEAF_NEW_CHANCE)
-        if len(new_chance):
-            probs = model.outcome_probs(tree.embeddings[new_chance, node[new_chance]], action[new_chance])
+        if n_chance:
+            probs = model.outcome_probs(chance_hidden[:n_chance], chance_actions[:n_chance])
             kernels.set_chance_probs(
-                new_chance,
-                node[new_chance],
-                action[new_chance],
+                n_chance,
+                chance_rows,
                 np.asarray(probs, np.float32),
+                node,
+                action,
                 tree.chance_expanded,
                 tree.chance_probs,
                 tree.outcome_visits,
                 outcome,
+                n_expand,
+                expand_rows,
+                expand_outcomes,
             )
-        expand = np.flatnonzero(kind != kernels.LEAF_AT_DEPTH_LIMIT)
-        if len(expand):
-            parents = node[expand]
+        if n_expand:
             next_hidden, reward, logits, values = model.recurrent(
-                tree.embeddings[expand, parents], action[expand], outcome[expand]
+                expand_hidden[:n_expand], expand_actions[:n_expand], expand_outcomes[:n_expand]
             )
-            new_nodes = np.empty(len(expand), np.int64)
-            kernels.add_nodes(
-                expand,
-                parents,
-                action[expand],
-                outcome[expand],
-                np.asarray(reward, np.float32),
-                np.asarray(values, np.float32),
-                np.asarray(logits, np.float32),
-                tree.node_count,
-                tree.node_value,
-                tree.node_reward,
-                tree.node_prior,
-                tree.node_side,
-                tree.node_depth,
-                tree.node_parent,
-                tree.node_parent_action,
-                tree.node_parent_outcome,
-                tree.child,
-                new_nodes,
-            )
-            tree.embeddings[expand, new_nodes] = next_hidden
-            leaf[expand] = new_nodes
-        kernels.backup(
-            leaf,
+        else:
+            next_hidden, reward, logits, values = chance_hidden[:0], no_rows[:, 0], no_rows, no_rows[:, 0]
+        kernels.expand_and_backup(
+            n_expand,
+            expand_rows,
+            np.asarray(next_hidden, np.float32),
+            np.asarray(reward, np.float32),
+            np.asarray(values, np.float32),
+            np.asarray(logits, np.float32),
+            node,
+            action,
+            outcome,
             config.discount,
+            tree.node_count,
             tree.node_visits,
             tree.node_value_sum,
             tree.node_value,
             tree.node_reward,
+            tree.node_prior,
+            tree.node_side,
+            tree.node_depth,
             tree.node_parent,
             tree.node_parent_action,
             tree.node_parent_outcome,
+            tree.embeddings,
             tree.chance_visits,
             tree.chance_value_sum,
             tree.outcome_visits,
+            tree.child,
             tree.q_min,
             tree.q_max,
         )

@@ -106,3 +106,8 @@ def test_oracle_refused_on_real_data_and_missing_features(tmp_path: Path, sample
 def test_up_runs_the_pipeline_on_the_bundled_sample(tmp_path: Path) -> None:
     out = smz("up", "--db", tmp_path / "demo.duckdb")
     assert "Baselines on GBPJPY sample" in out and "momentum" in out
+
+
+def test_model_info_prints_the_exact_parameter_count() -> None:
+    out = smz("model", "info")
+    assert "2,446,226" in out and last_json(out)["parameters"] == 2_446_226

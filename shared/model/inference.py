@@ -1,0 +1,950 @@
+"""Fast inference for the search: the same three entry points over numpy arrays, several backends.
+
+The batched MCTS calls the model only through ``ModelFunctions`` (numpy in, numpy out). Backends:
+
+- ``torch``: the reference, ``MuZeroNetwork`` as written (one-hot concatenation), eval + inference mode.
+- ``torch_fast``: torch eager on rewritten modules: the one-hot columns of each first Linear become a
+  gather of weight rows (bias folded in), policy and value first layers run as one (H, 2H) matmul,
+  the value scalar is computed in the graph.
+- ``torchscript``: ``torch_fast`` traced, frozen and ``optimize_for_inference``.
+- ``onnx``: ``torch_fast`` exported to ONNX (legacy exporter, opset 17) and run by ONNX Runtime.
+- ``numba``: hand-fused numpy + numba: weights pre-packed contiguous float32; up to
+  ``SMALL_BATCH_ROWS`` rows a single numba kernel runs the whole network per row (one dispatch per
+  call); above it torch's MKL GEMM on zero-copy views into preallocated buffers and numba row kernels for
+  bias + LayerNorm + residual + ReLU.
+- ``numba_int8``: lower precision, a separate backend: the per-row kernel with int8 weights and one
+  float scale per output row (4x less weight traffic at batch 1); large batches as ``numba``.
+
+Every fp32 backend matches the reference within 1e-4 (tests/shared/model/test_inference.py).
+``make_model_functions(model, "auto")`` is the measured winner per regime (docs/INFERENCE.md): the numba
+per-row kernels at 1-2 rows, ``torch_fast`` above.
+
+Threads are explicit: ``threads`` sets ``torch.set_num_threads`` (torch backends), ORT's
+``intra_op_num_threads`` (onnx), and torch + numba threads (numba backends). ``None`` means all cores.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+from typing import Protocol
+
+import numba
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from shared.model.networks import MLPResidualBlock, MuZeroNetwork
+from shared.model.support import EPSILON, logits_to_scalar
+
+BACKENDS = ("auto", "torch", "torch_fast", "torchscript", "onnx", "numba", "numba_int8")
+# Below this many rows the per-row fused numba kernel beats BLAS + row kernels (measured, bench/networks.py).
+SMALL_BATCH_ROWS = 2
+
+
+class ModelFunctions(Protocol):
+    def initial(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """windows (M, 32, 15) float32 -> hidden (M, H), policy logits (M, A), value (M,) scalar."""
+        ...
+
+    def outcome_probs(self, hidden: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """hidden (M, H) float32, actions (M,) int -> (M, O) probabilities."""
+        ...
+
+    def recurrent(
+        self, hidden: np.ndarray, actions: np.ndarray, outcomes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """-> next hidden (M, H), reward (M,), policy logits (M, A), value (M,) scalar."""
+        ...
+
+
+def _float_rows(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _index_rows(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.int64)
+
+
+def _eval_copy(model: MuZeroNetwork) -> MuZeroNetwork:
+    """A frozen snapshot: later training steps on ``model`` do not leak into a running search."""
+    snapshot = copy.deepcopy(model).eval()
+    for parameter in snapshot.parameters():
+        parameter.requires_grad_(False)
+    return snapshot
+
+
+# --------------------------------------------------------------------------------------------------
+# torch: the reference
+
+
+class TorchFunctions:
+    """The reference: ``MuZeroNetwork`` exactly as written, eval mode, ``torch.inference_mode``."""
+
+    def __init__(self, model: MuZeroNetwork, threads: int | None = None) -> None:
+        self.model = _eval_copy(model)
+        self.support_size = self.model.cfg.support_size
+        if threads is not None:
+            torch.set_num_threads(threads)
+
+    def initial(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            out = self.model.initial_inference(torch.from_numpy(_float_rows(windows)))
+            value = logits_to_scalar(out.value_logits, self.support_size)
+            return out.hidden.numpy(), out.policy_logits.numpy(), value.numpy()
+
+    def outcome_probs(self, hidden: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            probs = self.model.outcome_probabilities(
+                torch.from_numpy(_float_rows(hidden)), torch.from_numpy(_index_rows(actions))
+            )
+            return probs.numpy()
+
+    def recurrent(
+        self, hidden: np.ndarray, actions: np.ndarray, outcomes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            out = self.model.recurrent_inference(
+                torch.from_numpy(_float_rows(hidden)),
+                torch.from_numpy(_index_rows(actions)),
+                torch.from_numpy(_index_rows(outcomes)),
+            )
+            value = logits_to_scalar(out.value_logits, self.support_size)
+            return out.hidden.numpy(), out.reward.numpy(), out.policy_logits.numpy(), value.numpy()
+
+
+# --------------------------------------------------------------------------------------------------
+# torch_fast: rewritten modules (also what torchscript traces and onnx exports)
+
+
+def _split_project(project: nn.Linear, hidden: int, sizes: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """Linear over [hidden, one-hot a, one-hot b, ...] -> hidden weight and one (size, H) row table each.
+
+    one_hot(a) @ W[:, cols].T is row ``a`` of W[:, cols].T, so the concat becomes a gather; the bias
+    is folded into the first table.
+    """
+    weight = project.weight.detach()
+    tables = []
+    start = hidden
+    for size in sizes:
+        tables.append(weight[:, start : start + size].T.contiguous())
+        start += size
+    tables[0] = tables[0] + project.bias.detach()
+    return (weight[:, :hidden].contiguous(), *tables)
+
+
+class _PolicyValueHeads(nn.Module):
+    """Policy and value networks on one hidden state; their first Linear runs as one matmul."""
+
+    def __init__(self, model: MuZeroNetwork) -> None:
+        super().__init__()
+        policy_first: MLPResidualBlock = model.policy.blocks[0]
+        value_first: MLPResidualBlock = model.value.blocks[0]
+        self.hidden_size = model.cfg.hidden
+        self.support_size = model.cfg.support_size
+        self.first_fc1 = nn.Linear(self.hidden_size, 2 * self.hidden_size)
+        with torch.no_grad():
+            self.first_fc1.weight.copy_(torch.cat([policy_first.fc1.weight, value_first.fc1.weight]))
+            self.first_fc1.bias.copy_(torch.cat([policy_first.fc1.bias, value_first.fc1.bias]))
+        self.policy_norm1, self.policy_fc2, self.policy_norm2 = (
+            policy_first.norm1,
+            policy_first.fc2,
+            policy_first.norm2,
+        )
+        self.value_norm1, self.value_fc2, self.value_norm2 = (
+            value_first.norm1,
+            value_first.fc2,
+            value_first.norm2,
+        )
+        self.policy_rest = nn.Sequential(*list(model.policy.blocks)[1:])
+        self.value_rest = nn.Sequential(*list(model.value.blocks)[1:])
+        self.policy_head = model.policy.head
+        self.value_head = model.value.head
+
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        both = self.first_fc1(hidden)
+        policy_y = F.relu(self.policy_norm1(both[:, : self.hidden_size]))
+        value_y = F.relu(self.value_norm1(both[:, self.hidden_size :]))
+        policy_x = F.relu(hidden + self.policy_norm2(self.policy_fc2(policy_y)))
+        value_x = F.relu(hidden + self.value_norm2(self.value_fc2(value_y)))
+        policy_logits = self.policy_head(self.policy_rest(policy_x))
+        value = logits_to_scalar(self.value_head(self.value_rest(value_x)), self.support_size)
+        return policy_logits, value
+
+
+class FastInitial(nn.Module):
+    def __init__(self, model: MuZeroNetwork) -> None:
+        super().__init__()
+        self.representation = model.representation
+        self.heads = _PolicyValueHeads(model)
+
+    def forward(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden = self.representation(windows)
+        policy_logits, value = self.heads(hidden)
+        return hidden, policy_logits, value
+
+
+class FastOutcome(nn.Module):
+    def __init__(self, model: MuZeroNetwork) -> None:
+        super().__init__()
+        cfg = model.cfg
+        w_hidden, action_rows = _split_project(model.outcome.project, cfg.hidden, (cfg.n_actions,))
+        self.register_buffer("w_hidden", w_hidden)
+        self.register_buffer("action_rows", action_rows)
+        self.blocks = model.outcome.blocks
+        self.head = model.outcome.head
+
+    def forward(self, hidden: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        x = F.linear(hidden, self.w_hidden) + self.action_rows[actions]
+        return torch.softmax(self.head(self.blocks(x)), dim=-1)
+
+
+class FastRecurrent(nn.Module):
+    def __init__(self, model: MuZeroNetwork) -> None:
+        super().__init__()
+        cfg = model.cfg
+        w_hidden, action_rows, outcome_rows = _split_project(
+            model.dynamics.project, cfg.hidden, (cfg.n_actions, cfg.n_outcomes)
+        )
+        self.register_buffer("w_hidden", w_hidden)
+        self.register_buffer("action_rows", action_rows)
+        self.register_buffer("outcome_rows", outcome_rows)
+        self.blocks = model.dynamics.blocks
+        self.next_hidden = model.dynamics.next_hidden
+        self.next_norm = model.dynamics.next_norm
+        self.reward = model.dynamics.reward
+        self.heads = _PolicyValueHeads(model)
+
+    def forward(
+        self, hidden: torch.Tensor, actions: torch.Tensor, outcomes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = F.linear(hidden, self.w_hidden) + self.action_rows[actions] + self.outcome_rows[outcomes]
+        x = self.blocks(x)
+        next_hidden = self.next_norm(self.next_hidden(x))
+        reward = self.reward(x).squeeze(-1)
+        policy_logits, value = self.heads(next_hidden)
+        return next_hidden, reward, policy_logits, value
+
+
+class _TorchModulesFunctions:
+    """numpy in/out around three torch callables (eager fast modules or their TorchScript)."""
+
+    def __init__(self, initial: nn.Module, outcome: nn.Module, recurrent: nn.Module) -> None:
+        self._initial, self._outcome, self._recurrent = initial, outcome, recurrent
+
+    def initial(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            hidden, policy, value = self._initial(torch.from_numpy(_float_rows(windows)))
+            return hidden.numpy(), policy.numpy(), value.numpy()
+
+    def outcome_probs(self, hidden: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self._outcome(
+                torch.from_numpy(_float_rows(hidden)), torch.from_numpy(_index_rows(actions))
+            ).numpy()
+
+    def recurrent(
+        self, hidden: np.ndarray, actions: np.ndarray, outcomes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            out = self._recurrent(
+                torch.from_numpy(_float_rows(hidden)),
+                torch.from_numpy(_index_rows(actions)),
+                torch.from_numpy(_index_rows(outcomes)),
+            )
+            return tuple(t.numpy() for t in out)  # type: ignore[return-value]
+
+
+def _fast_modules(model: MuZeroNetwork) -> tuple[FastInitial, FastOutcome, FastRecurrent]:
+    snapshot = _eval_copy(model)
+    modules = FastInitial(snapshot).eval(), FastOutcome(snapshot).eval(), FastRecurrent(snapshot).eval()
+    for module in modules:
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+    return modules
+
+
+def _example_inputs(model: MuZeroNetwork, rows: int = 8) -> tuple[tuple[torch.Tensor, ...], ...]:
+    cfg = model.cfg
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(rows, cfg.hidden, generator=generator)
+    actions = torch.arange(rows) % cfg.n_actions
+    outcomes = torch.arange(rows) % cfg.n_outcomes
+    windows = torch.randn(rows, cfg.window, cfg.n_features, generator=generator)
+    return (windows,), (hidden, actions), (hidden, actions, outcomes)
+
+
+def torch_fast_functions(model: MuZeroNetwork, threads: int | None = None) -> ModelFunctions:
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return _TorchModulesFunctions(*_fast_modules(model))
+
+
+def torchscript_functions(model: MuZeroNetwork, threads: int | None = None) -> ModelFunctions:
+    """trace -> freeze -> optimize_for_inference of the fast modules (no compiler needed)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    scripted = []
+    with torch.inference_mode(False), torch.no_grad():
+        for module, example in zip(_fast_modules(model), _example_inputs(model), strict=True):
+            traced = torch.jit.trace(module, example, check_trace=False)
+            scripted.append(torch.jit.optimize_for_inference(torch.jit.freeze(traced)))
+    return _TorchModulesFunctions(*scripted)
+
+
+# --------------------------------------------------------------------------------------------------
+# onnx: the fast modules exported and run by ONNX Runtime
+
+
+def export_onnx(model: MuZeroNetwork) -> dict[str, bytes]:
+    """The three fast modules as ONNX models (legacy TorchScript exporter: needs no onnxscript)."""
+    names = {
+        "initial": (["windows"], ["hidden", "policy_logits", "value"]),
+        "outcome": (["hidden", "actions"], ["probs"]),
+        "recurrent": (["hidden", "actions", "outcomes"], ["next_hidden", "reward", "policy_logits", "value"]),
+    }
+    exported = {}
+    for (name, (inputs, outputs)), module, example in zip(
+        names.items(), _fast_modules(model), _example_inputs(model), strict=True
+    ):
+        buffer = io.BytesIO()
+        torch.onnx.export(
+            module,
+            example,
+            buffer,
+            dynamo=False,
+            opset_version=17,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes={n: {0: "rows"} for n in inputs + outputs},
+        )
+        exported[name] = buffer.getvalue()
+    return exported
+
+
+class OnnxFunctions:
+    """ONNX Runtime, CPU provider, sequential execution, ``threads`` intra-op threads, all graph opts."""
+
+    def __init__(self, model: MuZeroNetwork, threads: int | None = None, spin: bool = True) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        # Spinning keeps the intra-op pool hot between the search's back-to-back calls.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        self.sessions = {
+            name: ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+            for name, data in export_onnx(model).items()
+        }
+
+    def initial(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        hidden, policy, value = self.sessions["initial"].run(None, {"windows": _float_rows(windows)})
+        return hidden, policy, value
+
+    def outcome_probs(self, hidden: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        feeds = {"hidden": _float_rows(hidden), "actions": _index_rows(actions)}
+        return self.sessions["outcome"].run(None, feeds)[0]
+
+    def recurrent(
+        self, hidden: np.ndarray, actions: np.ndarray, outcomes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        feeds = {
+            "hidden": _float_rows(hidden),
+            "actions": _index_rows(actions),
+            "outcomes": _index_rows(outcomes),
+        }
+        next_hidden, reward, policy, value = self.sessions["recurrent"].run(None, feeds)
+        return next_hidden, reward, policy, value
+
+
+# --------------------------------------------------------------------------------------------------
+# numba: hand-fused numpy + numba
+
+# No nnan/ninf/afn: only reassociation (to vectorise the dot products) and FMA contraction.
+_FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
+_LAYER_NORM_EPS = 1e-5
+
+# Row-kernel modes.
+_NORM = 0  # y = LN(y + b)
+_NORM_RELU = 1  # y = relu(LN(y + b))
+_NORM_RESIDUAL_RELU = 2  # y = relu(residual + LN(y + b))
+
+
+def _rows_kernel(
+    y: np.ndarray, bias: np.ndarray, gain: np.ndarray, shift: np.ndarray, residual: np.ndarray, mode: int
+) -> None:
+    """Bias + LayerNorm (+ residual) (+ ReLU) in place over every row of y: one pass over the data."""
+    rows, width = y.shape
+    for r in numba.prange(rows):
+        mean = 0.0
+        for j in range(width):
+            v = y[r, j] + bias[j]
+            y[r, j] = v
+            mean += v
+        mean /= width
+        var = 0.0
+        for j in range(width):
+            d = y[r, j] - mean
+            var += d * d
+        inv = 1.0 / np.sqrt(var / width + _LAYER_NORM_EPS)
+        for j in range(width):
+            v = np.float32((y[r, j] - mean) * inv) * gain[j] + shift[j]
+            if mode == _NORM_RESIDUAL_RELU:
+                v += residual[r, j]
+            if mode != _NORM and v < 0.0:
+                v = np.float32(0.0)
+            y[r, j] = v
+
+
+_rows_kernel_serial = numba.njit(fastmath=_FASTMATH, cache=True)(_rows_kernel)
+_rows_kernel_parallel = numba.njit(fastmath=_FASTMATH, cache=True, parallel=True)(_rows_kernel)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _add_rows(
+    y: np.ndarray, first_table: np.ndarray, first: np.ndarray, second_table: np.ndarray, second: np.ndarray
+) -> None:
+    """y += first_table[first] (+ second_table[second] when that table has rows): the one-hot gather."""
+    use_second = second_table.shape[0] > 0
+    for r in range(y.shape[0]):
+        a = first[r]
+        for j in range(y.shape[1]):
+            y[r, j] += first_table[a, j]
+        if use_second:
+            o = second[r]
+            for j in range(y.shape[1]):
+                y[r, j] += second_table[o, j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _softmax_rows(logits: np.ndarray, bias: np.ndarray, out: np.ndarray) -> None:
+    for r in range(logits.shape[0]):
+        top = -np.inf
+        for j in range(logits.shape[1]):
+            top = max(top, logits[r, j] + bias[j])
+        total = 0.0
+        for j in range(logits.shape[1]):
+            e = np.exp(np.float64(logits[r, j] + bias[j]) - top)
+            out[r, j] = e
+            total += e
+        for j in range(logits.shape[1]):
+            out[r, j] = out[r, j] / total
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _inverse_transform(y: float) -> float:
+    a = abs(y)
+    root = (np.sqrt(1.0 + 4.0 * EPSILON * (a + 1.0 + EPSILON)) - 1.0) / (2.0 * EPSILON)
+    return np.sign(y) * (root * root - 1.0)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _value_rows(logits: np.ndarray, bias: np.ndarray, support_size: int, out: np.ndarray) -> None:
+    """Softmax expectation over the atoms -support..support, then the inverse value transform."""
+    for r in range(logits.shape[0]):
+        top = -np.inf
+        for j in range(logits.shape[1]):
+            top = max(top, logits[r, j] + bias[j])
+        total = 0.0
+        weighted = 0.0
+        for j in range(logits.shape[1]):
+            e = np.exp(np.float64(logits[r, j] + bias[j]) - top)
+            total += e
+            weighted += e * (j - support_size)
+        out[r] = _inverse_transform(weighted / total)
+
+
+# ---- the per-row fused kernels (batch 1): one dispatch runs a whole network
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, inline="always")
+def _matvec(weight: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    """out = weight @ x, weight (n_out, n_in) row-major: each row is one contiguous dot product."""
+    for j in range(weight.shape[0]):
+        acc = np.float32(0.0)
+        for i in range(weight.shape[1]):
+            acc += weight[j, i] * x[i]
+        out[j] = acc
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, inline="always")
+def _matvec_int8(weight: np.ndarray, scale: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    for j in range(weight.shape[0]):
+        acc = np.float32(0.0)
+        for i in range(weight.shape[1]):
+            acc += np.float32(weight[j, i]) * x[i]
+        out[j] = acc * scale[j]
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _square(
+    square_w: np.ndarray,
+    square_q: np.ndarray,
+    square_scale: np.ndarray,
+    layer: int,
+    x: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """One square Linear without bias, from the fp32 weights or (if present) the int8 ones."""
+    if square_q.shape[0] > 0:
+        _matvec_int8(square_q[layer], square_scale[layer], x, out)
+    else:
+        _matvec(square_w[layer], x, out)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _vector_norm(
+    y: np.ndarray, bias: np.ndarray, gain: np.ndarray, shift: np.ndarray, residual: np.ndarray, mode: int
+) -> None:
+    _rows_kernel_serial(y.reshape(1, -1), bias, gain, shift, residual.reshape(1, -1), mode)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _vector_blocks(
+    packed: tuple, first_layer: int, n_blocks: int, x: np.ndarray, tmp: np.ndarray, tmp2: np.ndarray
+) -> None:
+    """MLPResidualBlocks in place on the vector x (layers first_layer, first_layer + 1, ...)."""
+    square_w, square_q, square_scale, square_b, norm_g, norm_b = packed
+    for block in range(n_blocks):
+        fc1 = first_layer + 2 * block
+        _square(square_w, square_q, square_scale, fc1, x, tmp)
+        _vector_norm(tmp, square_b[fc1], norm_g[fc1], norm_b[fc1], x, _NORM_RELU)
+        _square(square_w, square_q, square_scale, fc1 + 1, tmp, tmp2)
+        _vector_norm(tmp2, square_b[fc1 + 1], norm_g[fc1 + 1], norm_b[fc1 + 1], x, _NORM_RESIDUAL_RELU)
+        x[:] = tmp2
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _outcome_rows_fused(
+    packed: tuple, heads: tuple, layout: tuple, hidden: np.ndarray, actions: np.ndarray, probs: np.ndarray
+) -> None:
+    square_w, square_q, square_scale, _, _, _ = packed
+    outcome_action_rows, _, _, outcome_head_w, outcome_head_b = heads[:5]
+    outcome_project, outcome_first, outcome_blocks = layout[0], layout[1], layout[2]
+    width = hidden.shape[1]
+    x = np.empty(width, np.float32)
+    tmp = np.empty(width, np.float32)
+    tmp2 = np.empty(width, np.float32)
+    logits = np.empty((1, outcome_head_w.shape[0]), np.float32)
+    for r in range(hidden.shape[0]):
+        _square(square_w, square_q, square_scale, outcome_project, hidden[r], x)
+        x += outcome_action_rows[actions[r]]
+        _vector_blocks(packed, outcome_first, outcome_blocks, x, tmp, tmp2)
+        _matvec(outcome_head_w, x, logits[0])
+        _softmax_rows(logits, outcome_head_b, probs[r : r + 1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _recurrent_rows_fused(
+    packed: tuple,
+    heads: tuple,
+    layout: tuple,
+    hidden: np.ndarray,
+    actions: np.ndarray,
+    outcomes: np.ndarray,
+    out_hidden: np.ndarray,
+    out_reward: np.ndarray,
+    out_policy: np.ndarray,
+    out_value: np.ndarray,
+) -> None:
+    square_w, square_q, square_scale, square_b, norm_g, norm_b = packed
+    _, dynamics_action_rows, dynamics_outcome_rows, _, _ = heads[:5]
+    reward_w, reward_b, policy_head_w, policy_head_b, value_head_w, value_head_b = heads[5:]
+    dynamics_project, dynamics_first, dynamics_blocks, next_hidden_layer = (
+        layout[3],
+        layout[4],
+        layout[5],
+        layout[6],
+    )
+    policy_first, policy_blocks, value_first, value_blocks, support_size = (
+        layout[7],
+        layout[8],
+        layout[9],
+        layout[10],
+        layout[11],
+    )
+    width = hidden.shape[1]
+    x = np.empty(width, np.float32)
+    state = np.empty(width, np.float32)
+    tmp = np.empty(width, np.float32)
+    tmp2 = np.empty(width, np.float32)
+    scalar = np.empty(1, np.float32)
+    value_logits = np.empty((1, value_head_w.shape[0]), np.float32)
+    for r in range(hidden.shape[0]):
+        _square(square_w, square_q, square_scale, dynamics_project, hidden[r], x)
+        x += dynamics_action_rows[actions[r]]
+        x += dynamics_outcome_rows[outcomes[r]]
+        _vector_blocks(packed, dynamics_first, dynamics_blocks, x, tmp, tmp2)
+        _matvec(reward_w, x, scalar)
+        out_reward[r] = scalar[0] + reward_b[0]
+        _square(square_w, square_q, square_scale, next_hidden_layer, x, state)
+        _vector_norm(
+            state, square_b[next_hidden_layer], norm_g[next_hidden_layer], norm_b[next_hidden_layer], x, _NORM
+        )
+        out_hidden[r] = state
+        x[:] = state
+        _vector_blocks(packed, policy_first, policy_blocks, x, tmp, tmp2)
+        _matvec(policy_head_w, x, out_policy[r])
+        out_policy[r] += policy_head_b
+        x[:] = state
+        _vector_blocks(packed, value_first, value_blocks, x, tmp, tmp2)
+        _matvec(value_head_w, x, value_logits[0])
+        _value_rows(value_logits, value_head_b, support_size, out_value[r : r + 1])
+
+
+def _mm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """a @ b through torch's MKL GEMM on zero-copy views.
+
+    Not np.matmul: numpy's OpenBLAS pool spins after each call and starves numba's parallel row
+    kernels (measured 7.6 ms instead of 1.1 ms per 1024-row layer at 2 threads); torch's GEMM and
+    numba's OpenMP layer share one OpenMP runtime and do not fight.
+    """
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), np.float32)
+    torch.mm(torch.from_numpy(a), torch.from_numpy(b), out=torch.from_numpy(out))
+    return out
+
+
+def _t(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
+
+
+class NumbaFunctions:
+    """Hand-fused numpy + numba; see the module docstring. Not thread-safe (reuses work buffers)."""
+
+    def __init__(
+        self,
+        model: MuZeroNetwork,
+        threads: int | None = None,
+        small_batch_rows: int = SMALL_BATCH_ROWS,
+        int8_small_batch: bool = False,
+        large_batch: ModelFunctions | None = None,
+    ) -> None:
+        snapshot = _eval_copy(model)
+        cfg = snapshot.cfg
+        self.cfg = cfg
+        self.small_batch_rows = small_batch_rows
+        # Above small_batch_rows, hand every call to this backend instead (the "auto" hybrid).
+        self.large_batch = large_batch
+        threads = threads or os.cpu_count() or 1
+        torch.set_num_threads(threads)
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        self._rows_kernel = _rows_kernel_parallel if threads > 1 else _rows_kernel_serial
+
+        # Every square (H, H) Linear, in this order, with the LayerNorm that follows it (if any).
+        square_layers: list[tuple[nn.Linear, nn.LayerNorm | None]] = []
+
+        def add_blocks(blocks: nn.Sequential) -> int:
+            first = len(square_layers)
+            for block in blocks:
+                square_layers.extend([(block.fc1, block.norm1), (block.fc2, block.norm2)])
+            return first
+
+        def add_square(weight: torch.Tensor, bias: torch.Tensor, norm: nn.LayerNorm | None) -> int:
+            layer = nn.Linear(cfg.hidden, cfg.hidden)
+            layer.weight.data, layer.bias.data = weight, bias
+            square_layers.append((layer, norm))
+            return len(square_layers) - 1
+
+        out_w, out_action_rows = _split_project(snapshot.outcome.project, cfg.hidden, (cfg.n_actions,))
+        dyn_w, dyn_action_rows, dyn_outcome_rows = _split_project(
+            snapshot.dynamics.project, cfg.hidden, (cfg.n_actions, cfg.n_outcomes)
+        )
+        zero_bias = torch.zeros(cfg.hidden)
+        self.rep_first = add_blocks(snapshot.representation.blocks)
+        self.outcome_project = add_square(out_w, zero_bias, None)  # bias lives in the action rows
+        self.outcome_first = add_blocks(snapshot.outcome.blocks)
+        self.dynamics_project = add_square(dyn_w, zero_bias, None)
+        self.dynamics_first = add_blocks(snapshot.dynamics.blocks)
+        self.next_hidden_layer = add_square(
+            snapshot.dynamics.next_hidden.weight,
+            snapshot.dynamics.next_hidden.bias,
+            snapshot.dynamics.next_norm,
+        )
+        # Policy block 0 fc1 right before value block 0 fc1: one contiguous (2H, H) matmul for both.
+        policy, value = snapshot.policy.blocks, snapshot.value.blocks
+        self.policy_first = len(square_layers)
+        square_layers.extend([(policy[0].fc1, policy[0].norm1), (value[0].fc1, value[0].norm1)])
+        square_layers.extend([(policy[0].fc2, policy[0].norm2), (value[0].fc2, value[0].norm2)])
+        self.policy_rest = add_blocks(nn.Sequential(*list(policy)[1:]))
+        self.value_rest = add_blocks(nn.Sequential(*list(value)[1:]))
+
+        ones, zeros = torch.ones(cfg.hidden), torch.zeros(cfg.hidden)
+        self.square_w = np.stack([_t(linear.weight) for linear, _ in square_layers])
+        self.square_b = np.stack([_t(linear.bias) for linear, _ in square_layers])
+        self.norm_g = np.stack([_t(norm.weight if norm is not None else ones) for _, norm in square_layers])
+        self.norm_b = np.stack([_t(norm.bias if norm is not None else zeros) for _, norm in square_layers])
+        if int8_small_batch:
+            # Symmetric per-output-row int8: w ~= q * scale; the scale multiplies the dot product once.
+            scale = np.abs(self.square_w).max(axis=2) / 127.0
+            scale = np.maximum(scale, 1e-12).astype(np.float32)
+            self.square_q = np.clip(np.rint(self.square_w / scale[:, :, None]), -127, 127).astype(np.int8)
+            self.square_scale = scale
+        else:
+            self.square_q = np.zeros((0, 1, 1), np.int8)
+            self.square_scale = np.zeros((0, 1), np.float32)
+
+        self.outcome_action_rows = _t(out_action_rows)
+        self.dynamics_action_rows = _t(dyn_action_rows)
+        self.dynamics_outcome_rows = _t(dyn_outcome_rows)
+        self.outcome_head_w, self.outcome_head_b = (
+            _t(snapshot.outcome.head.weight),
+            _t(snapshot.outcome.head.bias),
+        )
+        self.reward_w, self.reward_b = _t(snapshot.dynamics.reward.weight), _t(snapshot.dynamics.reward.bias)
+        self.policy_head_w, self.policy_head_b = (
+            _t(snapshot.policy.head.weight),
+            _t(snapshot.policy.head.bias),
+        )
+        self.value_head_w, self.value_head_b = _t(snapshot.value.head.weight), _t(snapshot.value.head.bias)
+        # Pre-transposed copies for the GEMM path: x (M, in) @ w_t (in, out) with both contiguous.
+        self.square_wt = np.ascontiguousarray(self.square_w.transpose(0, 2, 1))
+        self.policy_value_fc1_t = np.ascontiguousarray(
+            self.square_w[self.policy_first : self.policy_first + 2].reshape(2 * cfg.hidden, cfg.hidden).T
+        )
+        self.policy_value_fc1_b = self.square_b[self.policy_first : self.policy_first + 2].reshape(-1)
+        self.outcome_head_wt = np.ascontiguousarray(self.outcome_head_w.T)
+        self.reward_wt = np.ascontiguousarray(self.reward_w.T)
+        self.policy_head_wt = np.ascontiguousarray(self.policy_head_w.T)
+        self.value_head_wt = np.ascontiguousarray(self.value_head_w.T)
+
+        rep = snapshot.representation
+        self.rep_convs = [
+            (
+                # im2col weight: [x(t - (K-1)d), ..., x(t)] (K * C_in) -> C_out
+                np.ascontiguousarray(_t(c.conv.weight).transpose(2, 1, 0).reshape(-1, c.conv.out_channels)),
+                _t(c.conv.bias),
+                c.conv.dilation[0],
+                c.conv.kernel_size[0],
+            )
+            for c in rep.convs
+        ]
+        self.rep_attention_w, self.rep_attention_b = (
+            _t(rep.attention.weight).reshape(-1),
+            float(rep.attention.bias),
+        )
+        self.rep_project_wt, self.rep_project_b = (
+            np.ascontiguousarray(_t(rep.project.weight).T),
+            _t(rep.project.bias),
+        )
+
+        self._heads = (
+            self.outcome_action_rows,
+            self.dynamics_action_rows,
+            self.dynamics_outcome_rows,
+            self.outcome_head_w,
+            self.outcome_head_b,
+            self.reward_w,
+            self.reward_b,
+            self.policy_head_w,
+            self.policy_head_b,
+            self.value_head_w,
+            self.value_head_b,
+        )
+        self._vector_layers()
+        self._workspace = np.empty((0,), np.float32)
+        self._empty_rows = np.zeros((0, cfg.hidden), np.float32)
+        self._no_index = np.zeros(0, np.int64)
+
+    def _vector_layers(self) -> None:
+        """The per-row kernels walk blocks as adjacent (fc1, fc2) pairs; give them their own stack.
+
+        In ``square_w`` the first policy and value blocks interleave (for the fused GEMM), so the
+        vector path gets a re-ordered view: [..., policy b0 fc1, policy b0 fc2, policy rest..., value b0
+        fc1, value b0 fc2, value rest...].
+        """
+        p = self.policy_first
+        order = list(range(p))
+        policy_layers = [p, p + 2, *range(self.policy_rest, self.value_rest)]
+        value_layers = [p + 1, p + 3, *range(self.value_rest, len(self.square_w))]
+        order += policy_layers + value_layers
+        index = np.array(order)
+        packed = [self.square_w, self.square_q, self.square_scale, self.square_b, self.norm_g, self.norm_b]
+        self._vector_packed = tuple(np.ascontiguousarray(a[index]) if a.shape[0] > 0 else a for a in packed)
+        cfg = self.cfg
+        self._vector_layout = (
+            self.outcome_project,
+            self.outcome_first,
+            cfg.outcome_blocks,
+            self.dynamics_project,
+            self.dynamics_first,
+            cfg.dynamics_blocks,
+            self.next_hidden_layer,
+            p,
+            cfg.policy_blocks,
+            p + len(policy_layers),
+            cfg.value_blocks,
+            cfg.support_size,
+        )
+
+    # ---- workspace
+
+    def _buffers(self, rows: int, count: int, width: int) -> list[np.ndarray]:
+        """``count`` (rows, width) float32 views into one reused allocation (no per-call page faults)."""
+        need = rows * width * count
+        if self._workspace.size < need:
+            self._workspace = np.empty(need, np.float32)
+        return [
+            self._workspace[i * rows * width : (i + 1) * rows * width].reshape(rows, width)
+            for i in range(count)
+        ]
+
+    # ---- GEMM path
+
+    def _norm(self, y: np.ndarray, layer: int, residual: np.ndarray, mode: int) -> None:
+        self._rows_kernel(y, self.square_b[layer], self.norm_g[layer], self.norm_b[layer], residual, mode)
+
+    def _blocks(
+        self, x: np.ndarray, first_layer: int, n_blocks: int, tmp: np.ndarray, tmp2: np.ndarray
+    ) -> np.ndarray:
+        """MLPResidualBlocks on rows x; returns the buffer holding the result (x, tmp2 swap)."""
+        for block in range(n_blocks):
+            fc1 = first_layer + 2 * block
+            _mm(x, self.square_wt[fc1], tmp)
+            self._norm(tmp, fc1, x, _NORM_RELU)
+            _mm(tmp, self.square_wt[fc1 + 1], tmp2)
+            self._norm(tmp2, fc1 + 1, x, _NORM_RESIDUAL_RELU)
+            x, tmp2 = tmp2, x
+        return x
+
+    def _heads_batch(self, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows, width = state.shape
+        x_policy, x_value, tmp, tmp2 = self._buffers(rows, 6, width)[:4]
+        both = self._workspace[4 * rows * width : 6 * rows * width].reshape(rows, 2 * width)
+        p = self.policy_first
+        _mm(state, self.policy_value_fc1_t, both)
+        policy_y, value_y = both[:, :width], both[:, width:]
+        self._rows_kernel(policy_y, self.square_b[p], self.norm_g[p], self.norm_b[p], state, _NORM_RELU)
+        self._rows_kernel(
+            value_y, self.square_b[p + 1], self.norm_g[p + 1], self.norm_b[p + 1], state, _NORM_RELU
+        )
+        _mm(policy_y, self.square_wt[p + 2], x_policy)
+        self._norm(x_policy, p + 2, state, _NORM_RESIDUAL_RELU)
+        _mm(value_y, self.square_wt[p + 3], x_value)
+        self._norm(x_value, p + 3, state, _NORM_RESIDUAL_RELU)
+        x_policy = self._blocks(x_policy, self.policy_rest, self.cfg.policy_blocks - 1, tmp, tmp2)
+        policy_logits = _mm(x_policy, self.policy_head_wt) + self.policy_head_b
+        x_value = self._blocks(x_value, self.value_rest, self.cfg.value_blocks - 1, tmp, tmp2)
+        value_logits = _mm(x_value, self.value_head_wt)
+        value = np.empty(rows, np.float32)
+        _value_rows(value_logits, self.value_head_b, self.cfg.support_size, value)
+        return policy_logits, value
+
+    def _representation(self, windows: np.ndarray) -> np.ndarray:
+        rows, steps, _ = windows.shape
+        x = windows
+        for i, (weight, bias, dilation, kernel) in enumerate(self.rep_convs):
+            pad = (kernel - 1) * dilation
+            padded = np.zeros((rows, steps + pad, x.shape[2]), np.float32)
+            padded[:, pad:] = x
+            columns = np.concatenate(
+                [padded[:, k * dilation : k * dilation + steps] for k in range(kernel)], axis=2
+            )
+            y = np.maximum(columns @ weight + bias, 0.0)
+            x = y if i == 0 else x + y
+        scores = x @ self.rep_attention_w + self.rep_attention_b  # (M, T)
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+        pooled = np.einsum("bt,btc->bc", scores, x)
+        features = np.concatenate([pooled, windows[:, -1, :]], axis=1)
+        state = (
+            _mm(np.ascontiguousarray(features, dtype=np.float32), self.rep_project_wt) + self.rep_project_b
+        )
+        tmp, tmp2 = self._buffers(rows, 2, self.cfg.hidden)
+        return self._blocks(state, self.rep_first, self.cfg.representation_blocks, tmp, tmp2).copy()
+
+    # ---- the interface
+
+    def initial(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.large_batch is not None and windows.shape[0] > self.small_batch_rows:
+            return self.large_batch.initial(windows)
+        hidden = self._representation(_float_rows(windows))
+        policy_logits, value = self._heads_batch(hidden)
+        return hidden, policy_logits, value
+
+    def outcome_probs(self, hidden: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        hidden, actions = _float_rows(hidden), _index_rows(actions)
+        rows = hidden.shape[0]
+        if self.large_batch is not None and rows > self.small_batch_rows:
+            return self.large_batch.outcome_probs(hidden, actions)
+        probs = np.empty((rows, self.cfg.n_outcomes), np.float32)
+        if rows <= self.small_batch_rows:
+            _outcome_rows_fused(self._vector_packed, self._heads, self._vector_layout, hidden, actions, probs)
+            return probs
+        x, tmp, tmp2 = self._buffers(rows, 3, self.cfg.hidden)
+        _mm(hidden, self.square_wt[self.outcome_project], x)
+        _add_rows(x, self.outcome_action_rows, actions, self._empty_rows, self._no_index)
+        x = self._blocks(x, self.outcome_first, self.cfg.outcome_blocks, tmp, tmp2)
+        _softmax_rows(_mm(x, self.outcome_head_wt), self.outcome_head_b, probs)
+        return probs
+
+    def recurrent(
+        self, hidden: np.ndarray, actions: np.ndarray, outcomes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        hidden, actions, outcomes = _float_rows(hidden), _index_rows(actions), _index_rows(outcomes)
+        rows, width = hidden.shape
+        if self.large_batch is not None and rows > self.small_batch_rows:
+            return self.large_batch.recurrent(hidden, actions, outcomes)
+        if rows <= self.small_batch_rows:
+            out_hidden = np.empty((rows, width), np.float32)
+            out_reward = np.empty(rows, np.float32)
+            out_policy = np.empty((rows, self.cfg.n_actions), np.float32)
+            out_value = np.empty(rows, np.float32)
+            _recurrent_rows_fused(
+                self._vector_packed,
+                self._heads,
+                self._vector_layout,
+                hidden,
+                actions,
+                outcomes,
+                out_hidden,
+                out_reward,
+                out_policy,
+                out_value,
+            )
+            return out_hidden, out_reward, out_policy, out_value
+        x, tmp, tmp2 = self._buffers(rows, 3, width)
+        _mm(hidden, self.square_wt[self.dynamics_project], x)
+        _add_rows(x, self.dynamics_action_rows, actions, self.dynamics_outcome_rows, outcomes)
+        x = self._blocks(x, self.dynamics_first, self.cfg.dynamics_blocks, tmp, tmp2)
+        reward = _mm(x, self.reward_wt).reshape(-1) + self.reward_b[0]
+        next_hidden = _mm(x, self.square_wt[self.next_hidden_layer])  # fresh array: it is returned
+        self._norm(next_hidden, self.next_hidden_layer, next_hidden, _NORM)
+        policy_logits, value = self._heads_batch(next_hidden)
+        return next_hidden, reward.astype(np.float32), policy_logits, value
+
+
+# --------------------------------------------------------------------------------------------------
+# factory
+
+# The measured winners (docs/INFERENCE.md): at 1-2 rows the numba per-row fused kernels (~155 us per
+# outcome_probs + recurrent pair, 2.3x ONNX Runtime, 10x torch eager); at 64+ rows torch eager MKL GEMM
+# with 2 threads (~28k simulation rows/s at M=1024, ahead of the numba GEMM path and ONNX Runtime).
+# "auto" is that hybrid: every path matches the reference within tolerance, so decisions agree.
+AUTO_BACKEND = "auto"
+
+
+def make_model_functions(
+    model: MuZeroNetwork, backend: str = "auto", threads: int | None = None
+) -> ModelFunctions:
+    """A ``ModelFunctions`` for ``model`` (weights snapshotted now). ``threads=None``: all cores."""
+    if backend == "auto":
+        return NumbaFunctions(model, threads, large_batch=torch_fast_functions(model, threads))
+    if backend == "torch":
+        return TorchFunctions(model, threads)
+    if backend == "torch_fast":
+        return torch_fast_functions(model, threads)
+    if backend == "torchscript":
+        return torchscript_functions(model, threads)
+    if backend == "onnx":
+        return OnnxFunctions(model, threads)
+    if backend == "numba":
+        return NumbaFunctions(model, threads)
+    if backend == "numba_int8":
+        return NumbaFunctions(model, threads, int8_small_batch=True)
+    raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS} or 'auto'")

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-DEFAULT_BACKENDS = ("auto", "torch", "torch_fast", "torchscript", "onnx", "numba", "numba_int8")
+DEFAULT_BACKENDS = ("auto", "torch", "torch_fast", "torchscript", "onnx", "numba", "numba_fp16", "numba_int8")
 BATCHES = (64, 256, 1024, 2048)
 
 

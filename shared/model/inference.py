@@ -10,8 +10,12 @@ The batched MCTS calls the model only through ``ModelFunctions`` (numpy in, nump
 - ``onnx``: ``torch_fast`` exported to ONNX (legacy exporter, opset 17) and run by ONNX Runtime.
 - ``numba``: hand-fused numpy + numba: weights pre-packed contiguous float32; up to
   ``SMALL_BATCH_ROWS`` rows a single numba kernel runs the whole network per row (one dispatch per
-  call); above it torch's MKL GEMM on zero-copy views into preallocated buffers and numba row kernels for
+  call, ``initial`` included: TCN, pooling, blocks, heads; preallocated scratch, no numpy BLAS); above
+  it torch's MKL GEMM on zero-copy views into preallocated buffers and numba row kernels for
   bias + LayerNorm + residual + ReLU.
+- ``numba_fp16``: lower precision, a separate backend: the per-row kernels read the square layers and
+  the value head as float16 (2x less weight traffic at batch 1), widened to float32 by F16C and
+  accumulated in float32; large batches as ``numba``.
 - ``numba_int8``: lower precision, a separate backend: the per-row kernel with int8 weights and one
   float scale per output row (4x less weight traffic at batch 1); large batches as ``numba``.
 
@@ -33,13 +37,16 @@ from typing import Protocol
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 from torch import nn
 from torch.nn import functional as F
 
 from shared.model.networks import MLPResidualBlock, MuZeroNetwork
 from shared.model.support import EPSILON, logits_to_scalar
 
-BACKENDS = ("auto", "torch", "torch_fast", "torchscript", "onnx", "numba", "numba_int8")
+BACKENDS = ("auto", "torch", "torch_fast", "torchscript", "onnx", "numba", "numba_fp16", "numba_int8")
 # Below this many rows the per-row fused numba kernel beats BLAS + row kernels (measured, bench/networks.py).
 SMALL_BATCH_ROWS = 2
 
@@ -460,6 +467,24 @@ def _value_rows(logits: np.ndarray, bias: np.ndarray, support_size: int, out: np
 
 
 # ---- the per-row fused kernels (batch 1): one dispatch runs a whole network
+#
+# Weight stacks arrive as tuples; a low-precision copy is used when it has rows (int8 first, then
+# fp16), else the fp32 one. Every scratch vector is preallocated by ``NumbaFunctions`` and passed in.
+
+
+@intrinsic
+def _half_to_float(typingctx, bits):  # numba intrinsic signature
+    """IEEE half (as its uint16 bits) -> float32: LLVM ``fpext half``, which F16C vectorises (vcvtph2ps).
+
+    numba's CPU target does not type float16 arrays, so fp16 weights are stored as their bit patterns.
+    """
+    if bits != types.uint16:
+        return None
+
+    def codegen(context, builder, signature, args):  # numba intrinsic signature
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(types.uint16), codegen
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, inline="always")
@@ -473,6 +498,29 @@ def _matvec(weight: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True, inline="always")
+def _matvec_by4(weight: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    """``_matvec`` four output rows per pass: each x load feeds four accumulators (for small L1-resident
+    weights, where loads and per-row reductions, not bandwidth, set the pace; ~1.4x on the TCN)."""
+    n_out, n_in = weight.shape
+    quads = n_out - n_out % 4
+    for j in range(0, quads, 4):
+        w0, w1, w2, w3 = weight[j], weight[j + 1], weight[j + 2], weight[j + 3]
+        a0 = a1 = a2 = a3 = np.float32(0.0)
+        for i in range(n_in):
+            v = x[i]
+            a0 += w0[i] * v
+            a1 += w1[i] * v
+            a2 += w2[i] * v
+            a3 += w3[i] * v
+        out[j], out[j + 1], out[j + 2], out[j + 3] = a0, a1, a2, a3
+    for j in range(quads, n_out):
+        acc = np.float32(0.0)
+        for i in range(n_in):
+            acc += weight[j, i] * x[i]
+        out[j] = acc
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True, inline="always")
 def _matvec_int8(weight: np.ndarray, scale: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
     for j in range(weight.shape[0]):
         acc = np.float32(0.0)
@@ -481,20 +529,35 @@ def _matvec_int8(weight: np.ndarray, scale: np.ndarray, x: np.ndarray, out: np.n
         out[j] = acc * scale[j]
 
 
+@numba.njit(fastmath=_FASTMATH, cache=True, inline="always")
+def _matvec_fp16(weight: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    """weight: uint16 bit patterns of float16 values; converted to float32, accumulated in float32."""
+    for j in range(weight.shape[0]):
+        acc = np.float32(0.0)
+        for i in range(weight.shape[1]):
+            acc += _half_to_float(weight[j, i]) * x[i]
+        out[j] = acc
+
+
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _square(
-    square_w: np.ndarray,
-    square_q: np.ndarray,
-    square_scale: np.ndarray,
-    layer: int,
-    x: np.ndarray,
-    out: np.ndarray,
-) -> None:
-    """One square Linear without bias, from the fp32 weights or (if present) the int8 ones."""
+def _square(packed: tuple, layer: int, x: np.ndarray, out: np.ndarray) -> None:
+    """One square Linear without bias, from the int8, fp16 or fp32 weights (the first with rows)."""
+    square_w, square_q, square_scale, square_h = packed[0], packed[1], packed[2], packed[3]
     if square_q.shape[0] > 0:
         _matvec_int8(square_q[layer], square_scale[layer], x, out)
+    elif square_h.shape[0] > 0:
+        _matvec_fp16(square_h[layer], x, out)
     else:
         _matvec(square_w[layer], x, out)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _dense(weight: np.ndarray, weight_half: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    """out = weight @ x from the fp16 copy when it has rows, else from the fp32 weights."""
+    if weight_half.shape[0] > 0:
+        _matvec_fp16(weight_half, x, out)
+    else:
+        _matvec(weight, x, out)
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
@@ -509,30 +572,146 @@ def _vector_blocks(
     packed: tuple, first_layer: int, n_blocks: int, x: np.ndarray, tmp: np.ndarray, tmp2: np.ndarray
 ) -> None:
     """MLPResidualBlocks in place on the vector x (layers first_layer, first_layer + 1, ...)."""
-    square_w, square_q, square_scale, square_b, norm_g, norm_b = packed
+    square_b, norm_g, norm_b = packed[4], packed[5], packed[6]
     for block in range(n_blocks):
         fc1 = first_layer + 2 * block
-        _square(square_w, square_q, square_scale, fc1, x, tmp)
+        _square(packed, fc1, x, tmp)
         _vector_norm(tmp, square_b[fc1], norm_g[fc1], norm_b[fc1], x, _NORM_RELU)
-        _square(square_w, square_q, square_scale, fc1 + 1, tmp, tmp2)
+        _square(packed, fc1 + 1, tmp, tmp2)
         _vector_norm(tmp2, square_b[fc1 + 1], norm_g[fc1 + 1], norm_b[fc1 + 1], x, _NORM_RESIDUAL_RELU)
         x[:] = tmp2
 
 
 @numba.njit(fastmath=_FASTMATH, cache=True)
-def _outcome_rows_fused(
-    packed: tuple, heads: tuple, layout: tuple, hidden: np.ndarray, actions: np.ndarray, probs: np.ndarray
+def _heads_row(
+    packed: tuple,
+    heads: tuple,
+    layout: tuple,
+    state: np.ndarray,
+    vectors: np.ndarray,
+    value_logits: np.ndarray,
+    out_policy: np.ndarray,
+    out_value: np.ndarray,
 ) -> None:
-    square_w, square_q, square_scale, _, _, _ = packed
-    outcome_action_rows, _, _, outcome_head_w, outcome_head_b = heads[:5]
+    """Policy logits into out_policy (A,) and the value scalar into out_value (1,) for one state."""
+    policy_head_w, policy_head_b, value_head_w, value_head_b, value_head_h = heads[7:12]
+    policy_first, policy_blocks, value_first, value_blocks, support_size = layout[7:12]
+    x, tmp, tmp2 = vectors[0], vectors[1], vectors[2]
+    x[:] = state
+    _vector_blocks(packed, policy_first, policy_blocks, x, tmp, tmp2)
+    _matvec(policy_head_w, x, out_policy)
+    out_policy += policy_head_b
+    x[:] = state
+    _vector_blocks(packed, value_first, value_blocks, x, tmp, tmp2)
+    _dense(value_head_w, value_head_h, x, value_logits[0])
+    _value_rows(value_logits, value_head_b, support_size, out_value)
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _causal_conv(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    kernel: int,
+    dilation: int,
+    column: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """out (T, C_out) = causal dilated conv of x (T, C_in), left zero padding, one mat-vec per step.
+
+    weight (C_out, P): columns [x(t - (K-1)d), ..., x(t)] (K * C_in), zero-padded to P for whole
+    vectors; ``column`` (>= P) is the im2col row of one step.
+    """
+    steps, c_in = x.shape
+    width = weight.shape[1]
+    column[kernel * c_in : width] = 0.0
+    for t in range(steps):
+        for k in range(kernel):
+            src = t - (kernel - 1 - k) * dilation
+            if src < 0:
+                column[k * c_in : (k + 1) * c_in] = 0.0
+            else:
+                column[k * c_in : (k + 1) * c_in] = x[src]
+        row = out[t]
+        _matvec_by4(weight, column[:width], row)
+        row += bias
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _initial_rows_fused(
+    packed: tuple,
+    heads: tuple,
+    layout: tuple,
+    rep: tuple,
+    work: tuple,
+    windows: np.ndarray,
+    out_hidden: np.ndarray,
+    out_policy: np.ndarray,
+    out_value: np.ndarray,
+) -> None:
+    """Representation (TCN, attention pooling, projection, blocks) + policy/value heads, per row."""
+    conv_w, conv_b, dilations, attention_w, attention_b, project_w, project_b = rep
+    tcn, vectors, features, scores, value_logits = work[0], work[1], work[2], work[3], work[4]
+    column, kernel = work[7], layout[14]
+    rep_first, rep_blocks = layout[12], layout[13]
+    steps, n_features = windows.shape[1], windows.shape[2]
+    x, y = tcn[0], tcn[1]
+    channels = x.shape[1]
+    state = vectors[3]
+    for r in range(windows.shape[0]):
+        window = windows[r]
+        _causal_conv(window, conv_w[0], conv_b[0], kernel, dilations[0], column, x)
+        for t in range(steps):
+            for c in range(channels):
+                x[t, c] = max(x[t, c], np.float32(0.0))
+        for i in range(1, len(conv_w)):
+            _causal_conv(x, conv_w[i], conv_b[i], kernel, dilations[i], column, y)
+            for t in range(steps):
+                for c in range(channels):
+                    x[t, c] += max(y[t, c], np.float32(0.0))
+        # Attention pooling over the steps: softmax of one score per step, weighted sum of the rows.
+        top = -np.inf
+        for t in range(steps):
+            acc = np.float32(0.0)
+            for c in range(channels):
+                acc += x[t, c] * attention_w[c]
+            scores[t] = acc + attention_b[0]
+            top = max(top, scores[t])
+        total = 0.0
+        for t in range(steps):
+            e = np.exp(np.float64(scores[t]) - top)
+            scores[t] = e
+            total += e
+        features[:channels] = 0.0
+        for t in range(steps):
+            p = np.float32(scores[t] / total)
+            for c in range(channels):
+                features[c] += p * x[t, c]
+        # [pooled, current row, zero padding] -> hidden; the padding columns of project_w are zero.
+        features[channels : channels + n_features] = window[steps - 1]
+        _matvec(project_w, features, state)
+        state += project_b
+        _vector_blocks(packed, rep_first, rep_blocks, state, vectors[0], vectors[1])
+        out_hidden[r] = state
+        _heads_row(packed, heads, layout, state, vectors, value_logits, out_policy[r], out_value[r : r + 1])
+
+
+@numba.njit(fastmath=_FASTMATH, cache=True)
+def _outcome_rows_fused(
+    packed: tuple,
+    heads: tuple,
+    layout: tuple,
+    work: tuple,
+    hidden: np.ndarray,
+    actions: np.ndarray,
+    probs: np.ndarray,
+) -> None:
+    outcome_action_rows, outcome_head_w, outcome_head_b = heads[0], heads[3], heads[4]
     outcome_project, outcome_first, outcome_blocks = layout[0], layout[1], layout[2]
-    width = hidden.shape[1]
-    x = np.empty(width, np.float32)
-    tmp = np.empty(width, np.float32)
-    tmp2 = np.empty(width, np.float32)
-    logits = np.empty((1, outcome_head_w.shape[0]), np.float32)
+    vectors, logits = work[1], work[5]
+    x, tmp, tmp2 = vectors[0], vectors[1], vectors[2]
     for r in range(hidden.shape[0]):
-        _square(square_w, square_q, square_scale, outcome_project, hidden[r], x)
+        _square(packed, outcome_project, hidden[r], x)
         x += outcome_action_rows[actions[r]]
         _vector_blocks(packed, outcome_first, outcome_blocks, x, tmp, tmp2)
         _matvec(outcome_head_w, x, logits[0])
@@ -544,6 +723,7 @@ def _recurrent_rows_fused(
     packed: tuple,
     heads: tuple,
     layout: tuple,
+    work: tuple,
     hidden: np.ndarray,
     actions: np.ndarray,
     outcomes: np.ndarray,
@@ -552,49 +732,24 @@ def _recurrent_rows_fused(
     out_policy: np.ndarray,
     out_value: np.ndarray,
 ) -> None:
-    square_w, square_q, square_scale, square_b, norm_g, norm_b = packed
-    _, dynamics_action_rows, dynamics_outcome_rows, _, _ = heads[:5]
-    reward_w, reward_b, policy_head_w, policy_head_b, value_head_w, value_head_b = heads[5:]
-    dynamics_project, dynamics_first, dynamics_blocks, next_hidden_layer = (
-        layout[3],
-        layout[4],
-        layout[5],
-        layout[6],
-    )
-    policy_first, policy_blocks, value_first, value_blocks, support_size = (
-        layout[7],
-        layout[8],
-        layout[9],
-        layout[10],
-        layout[11],
-    )
-    width = hidden.shape[1]
-    x = np.empty(width, np.float32)
-    state = np.empty(width, np.float32)
-    tmp = np.empty(width, np.float32)
-    tmp2 = np.empty(width, np.float32)
-    scalar = np.empty(1, np.float32)
-    value_logits = np.empty((1, value_head_w.shape[0]), np.float32)
+    square_b, norm_g, norm_b = packed[4], packed[5], packed[6]
+    dynamics_action_rows, dynamics_outcome_rows, reward_w, reward_b = heads[1], heads[2], heads[5], heads[6]
+    dynamics_project, dynamics_first, dynamics_blocks, next_hidden_layer = layout[3:7]
+    vectors, value_logits, scalar = work[1], work[4], work[6]
+    x, tmp, tmp2, state = vectors[0], vectors[1], vectors[2], vectors[3]
     for r in range(hidden.shape[0]):
-        _square(square_w, square_q, square_scale, dynamics_project, hidden[r], x)
+        _square(packed, dynamics_project, hidden[r], x)
         x += dynamics_action_rows[actions[r]]
         x += dynamics_outcome_rows[outcomes[r]]
         _vector_blocks(packed, dynamics_first, dynamics_blocks, x, tmp, tmp2)
         _matvec(reward_w, x, scalar)
         out_reward[r] = scalar[0] + reward_b[0]
-        _square(square_w, square_q, square_scale, next_hidden_layer, x, state)
+        _square(packed, next_hidden_layer, x, state)
         _vector_norm(
             state, square_b[next_hidden_layer], norm_g[next_hidden_layer], norm_b[next_hidden_layer], x, _NORM
         )
         out_hidden[r] = state
-        x[:] = state
-        _vector_blocks(packed, policy_first, policy_blocks, x, tmp, tmp2)
-        _matvec(policy_head_w, x, out_policy[r])
-        out_policy[r] += policy_head_b
-        x[:] = state
-        _vector_blocks(packed, value_first, value_blocks, x, tmp, tmp2)
-        _matvec(value_head_w, x, value_logits[0])
-        _value_rows(value_logits, value_head_b, support_size, out_value[r : r + 1])
+        _heads_row(packed, heads, layout, state, vectors, value_logits, out_policy[r], out_value[r : r + 1])
 
 
 def _mm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -614,6 +769,18 @@ def _t(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
 
 
+def _conv_matrix(conv: nn.Conv1d) -> np.ndarray:
+    """Conv1d weight (C_out, C_in, K) -> (C_out, K * C_in) rows over [x(t - (K-1)d), ..., x(t)],
+    zero-padded to a multiple of 8 columns (whole AVX2 vectors)."""
+    weight = _t(conv.weight).transpose(0, 2, 1).reshape(conv.out_channels, -1)
+    return np.ascontiguousarray(np.pad(weight, ((0, 0), (0, -weight.shape[1] % 8))))
+
+
+def _half_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> the uint16 bit patterns of its nearest float16 values (what ``_half_to_float`` reads)."""
+    return np.ascontiguousarray(x.astype(np.float16).view(np.uint16))
+
+
 class NumbaFunctions:
     """Hand-fused numpy + numba; see the module docstring. Not thread-safe (reuses work buffers)."""
 
@@ -623,6 +790,7 @@ class NumbaFunctions:
         threads: int | None = None,
         small_batch_rows: int = SMALL_BATCH_ROWS,
         int8_small_batch: bool = False,
+        fp16_small_batch: bool = False,
         large_batch: ModelFunctions | None = None,
     ) -> None:
         snapshot = _eval_copy(model)
@@ -688,6 +856,8 @@ class NumbaFunctions:
         else:
             self.square_q = np.zeros((0, 1, 1), np.int8)
             self.square_scale = np.zeros((0, 1), np.float32)
+        # fp16 small-batch weights as their uint16 bit patterns (numba's CPU target has no float16 type).
+        self.square_h = _half_bits(self.square_w) if fp16_small_batch else np.zeros((0, 1, 1), np.uint16)
 
         self.outcome_action_rows = _t(out_action_rows)
         self.dynamics_action_rows = _t(dyn_action_rows)
@@ -733,6 +903,30 @@ class NumbaFunctions:
             _t(rep.project.bias),
         )
 
+        rep_project_w = _t(rep.project.weight)  # (H, C + F), padded to a multiple of 16 columns
+        padded = -(-rep_project_w.shape[1] // 16) * 16
+        self._rep = (
+            tuple(_conv_matrix(c.conv) for c in rep.convs),
+            tuple(_t(c.conv.bias) for c in rep.convs),
+            np.array([c.conv.dilation[0] for c in rep.convs], np.int64),
+            self.rep_attention_w,
+            np.array([self.rep_attention_b], np.float32),
+            np.ascontiguousarray(np.pad(rep_project_w, ((0, 0), (0, padded - rep_project_w.shape[1])))),
+            self.rep_project_b,
+        )
+        self._work = (
+            np.zeros((2, cfg.window, cfg.tcn_channels), np.float32),  # TCN activations
+            np.zeros((4, cfg.hidden), np.float32),  # x, tmp, tmp2, state
+            np.zeros(padded, np.float32),  # [pooled, current row, zero padding]
+            np.zeros(cfg.window, np.float32),  # attention scores
+            np.zeros((1, cfg.n_atoms), np.float32),  # value logits
+            np.zeros((1, cfg.n_outcomes), np.float32),  # outcome logits
+            np.zeros(1, np.float32),  # reward
+            np.zeros(max(m.shape[1] for m in self._rep[0]), np.float32),  # im2col row of one step
+        )
+        value_head_h = (
+            _half_bits(self.value_head_w) if fp16_small_batch else np.zeros((0, cfg.hidden), np.uint16)
+        )
         self._heads = (
             self.outcome_action_rows,
             self.dynamics_action_rows,
@@ -745,6 +939,7 @@ class NumbaFunctions:
             self.policy_head_b,
             self.value_head_w,
             self.value_head_b,
+            value_head_h,
         )
         self._vector_layers()
         self._workspace = np.empty((0,), np.float32)
@@ -764,7 +959,15 @@ class NumbaFunctions:
         value_layers = [p + 1, p + 3, *range(self.value_rest, len(self.square_w))]
         order += policy_layers + value_layers
         index = np.array(order)
-        packed = [self.square_w, self.square_q, self.square_scale, self.square_b, self.norm_g, self.norm_b]
+        packed = [
+            self.square_w,
+            self.square_q,
+            self.square_scale,
+            self.square_h,
+            self.square_b,
+            self.norm_g,
+            self.norm_b,
+        ]
         self._vector_packed = tuple(np.ascontiguousarray(a[index]) if a.shape[0] > 0 else a for a in packed)
         cfg = self.cfg
         self._vector_layout = (
@@ -780,6 +983,9 @@ class NumbaFunctions:
             p + len(policy_layers),
             cfg.value_blocks,
             cfg.support_size,
+            self.rep_first,
+            cfg.representation_blocks,
+            cfg.tcn_kernel,
         )
 
     # ---- workspace
@@ -836,6 +1042,7 @@ class NumbaFunctions:
         return policy_logits, value
 
     def _representation(self, windows: np.ndarray) -> np.ndarray:
+        """The TCN as im2col GEMMs (torch, never numpy's OpenBLAS: see ``_mm``), then pooling and blocks."""
         rows, steps, _ = windows.shape
         x = windows
         for i, (weight, bias, dilation, kernel) in enumerate(self.rep_convs):
@@ -845,16 +1052,15 @@ class NumbaFunctions:
             columns = np.concatenate(
                 [padded[:, k * dilation : k * dilation + steps] for k in range(kernel)], axis=2
             )
-            y = np.maximum(columns @ weight + bias, 0.0)
+            y = _mm(columns.reshape(rows * steps, -1), weight).reshape(rows, steps, -1)
+            np.maximum(y + bias, 0.0, out=y)
             x = y if i == 0 else x + y
-        scores = x @ self.rep_attention_w + self.rep_attention_b  # (M, T)
+        scores = (x * self.rep_attention_w).sum(axis=2) + self.rep_attention_b  # (M, T)
         scores = np.exp(scores - scores.max(axis=1, keepdims=True))
         scores /= scores.sum(axis=1, keepdims=True)
-        pooled = np.einsum("bt,btc->bc", scores, x)
-        features = np.concatenate([pooled, windows[:, -1, :]], axis=1)
-        state = (
-            _mm(np.ascontiguousarray(features, dtype=np.float32), self.rep_project_wt) + self.rep_project_b
-        )
+        pooled = (scores[:, :, None] * x).sum(axis=1)
+        features = np.concatenate([pooled, windows[:, -1, :]], axis=1).astype(np.float32)
+        state = _mm(features, self.rep_project_wt) + self.rep_project_b
         tmp, tmp2 = self._buffers(rows, 2, self.cfg.hidden)
         return self._blocks(state, self.rep_first, self.cfg.representation_blocks, tmp, tmp2).copy()
 
@@ -863,7 +1069,25 @@ class NumbaFunctions:
     def initial(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.large_batch is not None and windows.shape[0] > self.small_batch_rows:
             return self.large_batch.initial(windows)
-        hidden = self._representation(_float_rows(windows))
+        windows = _float_rows(windows)
+        rows = windows.shape[0]
+        if rows <= self.small_batch_rows:
+            hidden = np.empty((rows, self.cfg.hidden), np.float32)
+            policy_logits = np.empty((rows, self.cfg.n_actions), np.float32)
+            value = np.empty(rows, np.float32)
+            _initial_rows_fused(
+                self._vector_packed,
+                self._heads,
+                self._vector_layout,
+                self._rep,
+                self._work,
+                windows,
+                hidden,
+                policy_logits,
+                value,
+            )
+            return hidden, policy_logits, value
+        hidden = self._representation(windows)
         policy_logits, value = self._heads_batch(hidden)
         return hidden, policy_logits, value
 
@@ -874,7 +1098,9 @@ class NumbaFunctions:
             return self.large_batch.outcome_probs(hidden, actions)
         probs = np.empty((rows, self.cfg.n_outcomes), np.float32)
         if rows <= self.small_batch_rows:
-            _outcome_rows_fused(self._vector_packed, self._heads, self._vector_layout, hidden, actions, probs)
+            _outcome_rows_fused(
+                self._vector_packed, self._heads, self._vector_layout, self._work, hidden, actions, probs
+            )
             return probs
         x, tmp, tmp2 = self._buffers(rows, 3, self.cfg.hidden)
         _mm(hidden, self.square_wt[self.outcome_project], x)
@@ -899,6 +1125,7 @@ class NumbaFunctions:
                 self._vector_packed,
                 self._heads,
                 self._vector_layout,
+                self._work,
                 hidden,
                 actions,
                 outcomes,
@@ -945,6 +1172,8 @@ def make_model_functions(
         return OnnxFunctions(model, threads)
     if backend == "numba":
         return NumbaFunctions(model, threads)
+    if backend == "numba_fp16":
+        return NumbaFunctions(model, threads, fp16_small_batch=True)
     if backend == "numba_int8":
         return NumbaFunctions(model, threads, int8_small_batch=True)
     raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS} or 'auto'")

@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/env.py
+	$(BIN)/python bench/mcts.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

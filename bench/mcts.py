@@ -82,6 +82,13 @@ def main() -> dict[str, object]:
         report[f"b1_p50_ms_s{sims}"] = round(lat["p50"], 3)
         report[f"b1_p99_ms_s{sims}"] = round(lat["p99"], 3)
 
+    # The lower-precision serving path (fp16 weights, 99.7% decision agreement on real windows,
+    # bench/search_agreement.py): batch 1 only, where weight traffic is the bottleneck.
+    half = make_model_functions(model, backend="numba_fp16", threads=1)
+    lat = latency(half, 25, repeats)
+    report["b1_p50_ms_s25_fp16"] = round(lat["p50"], 3)
+    report["b1_p99_ms_s25_fp16"] = round(lat["p99"], 3)
+
     # Batched: both cores.
     batched = make_model_functions(model, backend=args.backend, threads=2)
     for sims in (25, 10):

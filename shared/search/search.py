@@ -56,7 +56,8 @@ def search(
     """
     windows = np.ascontiguousarray(windows, dtype=np.float32)
     batch = windows.shape[0]
-    rng = rng if rng is not None else np.random.default_rng(0)
+    if rng is None and (config.add_noise or config.temperature > 0.0):
+        rng = np.random.default_rng(0)
     sides = root_sides(windows)
     hidden, policy_logits, value = model.initial(windows)
     tree = Tree.allocate(batch, config.num_simulations + 1, hidden.shape[1], N_ACTIONS, N_OUTCOMES)
@@ -64,6 +65,7 @@ def search(
     prior = np.empty((batch, N_ACTIONS), np.float32)
     kernels.masked_softmax(np.asarray(policy_logits, np.float32), sides, prior)
     if config.add_noise:
+        assert rng is not None
         prior = _add_dirichlet_noise(prior, sides, config, rng)
     tree.node_count[:] = 1
     tree.node_prior[:, 0] = prior
@@ -196,9 +198,9 @@ def _add_dirichlet_noise(
 
 
 def _choose_actions(
-    visits: np.ndarray, prior: np.ndarray, temperature: float, rng: np.random.Generator
+    visits: np.ndarray, prior: np.ndarray, temperature: float, rng: np.random.Generator | None
 ) -> np.ndarray:
-    if temperature <= 0.0:
+    if temperature <= 0.0 or rng is None:
         # Most visits; ties go to the higher prior, then the lower action index.
         return np.argmax(visits + 0.5 * prior, axis=1).astype(np.int64)
     weights = np.where(visits > 0, visits.astype(np.float64) ** (1.0 / temperature), 0.0)

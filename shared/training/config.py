@@ -1,0 +1,35 @@
+"""Training hyper-parameters (SPEC section 8); every default from the contract."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainingConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_size: int = Field(64, ge=1)
+    unroll_steps: int = Field(5, ge=1)  # K
+    td_steps: int = Field(10, ge=1)  # n of the n-step value target
+    discount: float = 0.997
+    learning_rate: float = 0.002
+    weight_decay: float = 1e-5
+    gradient_clip: float = 1.0
+    policy_weight: float = 0.25
+    value_weight: float = 0.25
+    reward_weight: float = 0.5
+    outcome_weight: float = 1.0
+    dynamics_gradient_scale: float = 0.5  # MuZero: halve the gradient through each recurrent step
+    initial_temperature: float = 10.0
+    final_temperature: float = 1.0
+    temperature_decay_episodes: int = 50_000
+    replay_capacity: int = 10_000
+    replay_min_size: int = 100
+    trade_quota: float = 0.30
+    collect_simulations: int = 10
+    validation_simulations: int = 25
+
+    def temperature(self, episodes: int) -> float:
+        """Visit-count temperature: linear from initial to final over the decay episodes."""
+        frac = min(max(episodes / self.temperature_decay_episodes, 0.0), 1.0)
+        return self.initial_temperature + frac * (self.final_temperature - self.initial_temperature)

@@ -1,0 +1,111 @@
+"""Learning pieces: batches follow the real trajectory, the loss falls, self-play fills replay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from shared.dataset import build_dataset
+from shared.env import MarketData
+from shared.model.config import ModelConfig
+from shared.model.inference import TorchFunctions
+from shared.model.networks import MuZeroNetwork
+from shared.replay import ReplayBuffer, n_step_values
+from shared.search import SearchConfig
+from shared.synth import generate_synthetic_market
+from shared.training.batch import make_batch, window_at
+from shared.training.config import TrainingConfig
+from shared.training.learner import Learner, scale_gradient
+from shared.training.selfplay import play_round
+
+SMALL = ModelConfig(hidden=32, tcn_channels=8, support_size=20)
+
+
+@pytest.fixture(scope="module")
+def world() -> tuple[MarketData, np.ndarray, np.ndarray]:
+    synth = generate_synthetic_market("SYNTHJPY", 6_000, seed=3)
+    ds = build_dataset(synth.bars)
+    market = MarketData("SYNTHJPY", synth.bars.ts, synth.bars.close, ds.features)
+    return market, ds.outcome, ds.starts_of("train")
+
+
+@pytest.fixture(scope="module")
+def replay(world: tuple[MarketData, np.ndarray, np.ndarray]) -> ReplayBuffer:
+    market, outcome, starts = world
+    torch.manual_seed(0)
+    model = TorchFunctions(MuZeroNetwork(SMALL))
+    rng = np.random.default_rng(0)
+    played = play_round(
+        model, market, outcome, starts[:: len(starts) // 6][:6], SearchConfig.collecting(5.0), rng
+    )
+    buffer = ReplayBuffer(capacity=100, min_size=1)
+    for trajectory in played.trajectories:
+        buffer.add(trajectory)
+    assert played.bar_steps == 6 * 360 and played.action_counts.sum() == 6 * 360
+    return buffer
+
+
+def test_self_play_trajectories_match_the_market(
+    world: tuple[MarketData, np.ndarray, np.ndarray], replay: ReplayBuffer
+) -> None:
+    _, outcome, _ = world
+    for traj in replay.trajectories:
+        assert len(traj) == 360 and np.array_equal(np.diff(traj.bars), np.ones(359))
+        assert np.array_equal(traj.outcomes, outcome[traj.bars])
+        np.testing.assert_allclose(traj.policies.sum(1), 1.0, rtol=1e-5)
+        # A BUY or SELL at step k shows as a position from step k+1 on.
+        opened = np.flatnonzero(np.isin(traj.actions[:-1], (1, 2)) & (traj.position[:-1, 0] == 0))
+        assert (traj.position[opened + 1, 0] != 0).all()
+    assert any(t.has_trade for t in replay.trajectories)
+
+
+def test_batches_unroll_along_the_stored_steps(
+    world: tuple[MarketData, np.ndarray, np.ndarray], replay: ReplayBuffer
+) -> None:
+    market, _, _ = world
+    batch = make_batch(replay, market, batch_size=32, unroll=5, td_steps=10, discount=0.997)
+    assert batch.windows.shape == (32, 32, 15) and batch.actions.shape == (32, 5)
+    replay.rng = np.random.default_rng(0)  # the same draw again, to check each row by hand
+    traj_index, step = replay.sample_positions(32)
+    replay.rng = np.random.default_rng(0)
+    batch = make_batch(replay, market, batch_size=32, unroll=5, td_steps=10, discount=0.997)
+    for i, (j, t) in enumerate(zip(traj_index, step, strict=True)):
+        traj = replay.trajectories[j]
+        np.testing.assert_array_equal(
+            batch.windows[i], window_at(market, int(traj.bars[t]), traj.position[t])
+        )
+        inside = min(6, 360 - t)
+        assert batch.mask[i].tolist() == [1.0] * inside + [0.0] * (6 - inside)
+        z = n_step_values(traj.rewards, traj.root_values, 10, 0.997)
+        np.testing.assert_allclose(batch.target_value[i, :inside], z[t : t + inside])
+        take = min(5, 360 - t)
+        assert batch.actions[i, :take].tolist() == traj.actions[t : t + take].tolist()
+
+
+def test_the_loss_falls_on_a_fixed_batch(
+    world: tuple[MarketData, np.ndarray, np.ndarray], replay: ReplayBuffer
+) -> None:
+    market, _, _ = world
+    torch.manual_seed(1)
+    learner = Learner(MuZeroNetwork(SMALL), TrainingConfig(learning_rate=0.003))
+    batch = make_batch(replay, market, batch_size=64, unroll=5, td_steps=10, discount=0.997)
+    first = learner.step(batch)
+    for _ in range(60):
+        last = learner.step(batch)
+    assert last.total < 0.5 * first.total
+    assert last.reward < first.reward and last.value < first.value and last.policy < first.policy
+    assert learner.updates == 61
+
+
+def test_scale_gradient_keeps_values_and_scales_gradients() -> None:
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    y = scale_gradient(x, 0.5)
+    assert torch.equal(y, x)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.tolist() == [0.5, 0.5]
+
+
+def test_temperature_schedule() -> None:
+    cfg = TrainingConfig()
+    assert cfg.temperature(0) == 10.0 and cfg.temperature(25_000) == 5.5 and cfg.temperature(10**6) == 1.0

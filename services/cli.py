@@ -140,6 +140,43 @@ def up(
     run_up(db)
 
 
+@app.command()
+def train(
+    db: DbOption,
+    instrument: InstrumentOption,
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory (resumes from its latest).")],
+    minutes: Annotated[float | None, typer.Option(help="Train for this many minutes.")] = None,
+    episodes: Annotated[int | None, typer.Option(help="Train for this many more episodes.")] = None,
+    workers: Annotated[int, typer.Option(help="Processes (1 for now).")] = 1,
+    sessions_per_round: Annotated[int, typer.Option(help="Self-play sessions stepped together.")] = 64,
+    updates_per_round: Annotated[int, typer.Option(help="Learner updates after each round.")] = 40,
+    validate_every: Annotated[int, typer.Option(help="Episodes between validations.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of a fresh run.")] = 0,
+) -> None:
+    """Self-play, replay, MuZero learning, validation and checkpoints; resumes automatically."""
+    from services.trainer.settings import TrainerSettings
+    from services.trainer.worker import run_training
+
+    try:
+        settings = TrainerSettings(
+            db=db,
+            instrument=instrument,
+            out=out,
+            minutes=minutes,
+            episodes=episodes,
+            workers=workers,
+            sessions_per_round=sessions_per_round,
+            updates_per_round=updates_per_round,
+            validate_every=validate_every,
+            seed=seed,
+        )
+        summary = run_training(settings)
+    except (LookupError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    _print_json(summary)
+
+
 model_app = typer.Typer(help="The six networks.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 

@@ -6,12 +6,16 @@ of each row to one action per row. Every service evaluates agents through this s
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from shared.reward import Action
+from shared.search import SearchConfig, search
 from shared.synth import oracle_actions
+
+if TYPE_CHECKING:
+    from shared.model.inference import ModelFunctions
 
 # Feature columns the momentum rule reads from the current (last) window row.
 _POSITION_IN_RANGE = 0
@@ -87,3 +91,16 @@ class OraclePolicy:
 
 
 BASELINES = ("hold", "random", "momentum")
+
+
+class SearchPolicy:
+    """The agent: the stochastic MCTS over a model, greedy by visits (the serving search)."""
+
+    name = "muzero"
+
+    def __init__(self, model: ModelFunctions, config: SearchConfig | None = None) -> None:
+        self.model = model
+        self.config = config or SearchConfig.serving()
+
+    def act(self, observation: np.ndarray, legal: np.ndarray, bars: np.ndarray) -> np.ndarray:
+        return search(self.model, observation, self.config).action

@@ -1,0 +1,70 @@
+"""The training loop on a small synthetic market: it learns, checkpoints, retains and resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from services.jobs.features import run_features
+from services.jobs.synth import run_synth
+from services.trainer.settings import TrainerSettings
+from services.trainer.worker import run_training
+from shared.model.checkpoint import list_checkpoints, load_checkpoint, read_pointer, resolve_checkpoint
+from shared.model.config import ModelConfig
+from shared.training.config import TrainingConfig
+
+SMALL = ModelConfig(hidden=32, tcn_channels=8, support_size=20)
+FAST = TrainingConfig(replay_min_size=4, collect_simulations=4, validation_simulations=4, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("train") / "synth.duckdb"
+    run_synth(path, "SYNTHJPY", 12_000, seed=4)
+    run_features(path, "SYNTHJPY")
+    return path
+
+
+def settings(db: Path, out: Path, episodes: int) -> TrainerSettings:
+    return TrainerSettings(
+        db=db,
+        instrument="SYNTHJPY",
+        out=out,
+        episodes=episodes,
+        sessions_per_round=4,
+        updates_per_round=3,
+        validate_every=4,
+        validation_sessions=4,
+        min_validation_trades=0,
+        threads=1,
+    )
+
+
+def test_trains_checkpoints_and_resumes(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ckpt"
+    first = run_training(settings(db, out, episodes=8), FAST, SMALL)
+    assert first["episodes"] == 8 and first["updates"] == 6  # replay ready after the first round
+    versions = [m.version for m in list_checkpoints(out)]
+    assert len(versions) == 2 and read_pointer(out, "latest") == versions[-1]
+    assert read_pointer(out, "best") in versions
+    latest = load_checkpoint(resolve_checkpoint(out))
+    assert latest.manifest.training_step == 6 and "validation_expectancy_pips" in latest.manifest.metrics
+    weights_before = {k: v.clone() for k, v in latest.model.state_dict().items()}
+
+    second = run_training(settings(db, out, episodes=8), FAST, SMALL)
+    assert second["episodes"] == 16 and second["updates"] == 12
+    manifests = list_checkpoints(out)
+    # Last two plus best are kept; older ones are removed.
+    assert len(manifests) <= 3 and manifests[-1].training_step == 12
+    resumed = load_checkpoint(resolve_checkpoint(out))
+    changed = any(not torch.equal(weights_before[k], v) for k, v in resumed.model.state_dict().items())
+    assert changed  # learning went on from the resumed weights
+
+
+def test_refuses_missing_budget_and_workers(db: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--minutes or --episodes"):
+        run_training(TrainerSettings(db=db, instrument="SYNTHJPY", out=tmp_path / "x"), FAST, SMALL)
+    with pytest.raises(ValueError, match="workers"):
+        run_training(settings(db, tmp_path / "y", 4).model_copy(update={"workers": 2}), FAST, SMALL)

@@ -95,15 +95,29 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of the random policy.")] = 0,
     spread: Annotated[float, typer.Option(help="Round-trip spread in pips.")] = 4.0,
     trades_csv: Annotated[Path | None, typer.Option("--trades-csv", help="Write the trade log here.")] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Evaluate the agent of this checkpoint (a checkpoint directory, or a root: its best)."
+        ),
+    ] = None,
 ) -> None:
     """Run a policy over every session of a split; the last line is the metrics as JSON."""
     from services.jobs.evaluate import run_evaluate
+    from shared.model.checkpoint import CheckpointError
 
     try:
         report, _ = run_evaluate(
-            db, instrument, split.value, policy.value, seed=seed, spread_pips=spread, trades_csv=trades_csv
+            db,
+            instrument,
+            split.value,
+            policy.value,
+            seed=seed,
+            spread_pips=spread,
+            trades_csv=trades_csv,
+            checkpoint=checkpoint,
         )
-    except (LookupError, ValueError) as exc:
+    except (LookupError, ValueError, CheckpointError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     _print_json(report)
@@ -152,6 +166,9 @@ def train(
     updates_per_round: Annotated[int, typer.Option(help="Learner updates after each round.")] = 40,
     validate_every: Annotated[int, typer.Option(help="Episodes between validations.")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of a fresh run.")] = 0,
+    temperature_decay_episodes: Annotated[
+        int, typer.Option(help="Episodes over which the visit temperature falls from 10 to 1 (SPEC: 50,000).")
+    ] = 50_000,
 ) -> None:
     """Self-play, replay, MuZero learning, validation and checkpoints; resumes automatically."""
     from services.trainer.settings import TrainerSettings
@@ -170,7 +187,11 @@ def train(
             validate_every=validate_every,
             seed=seed,
         )
-        summary = run_training(settings)
+        from shared.training.config import TrainingConfig
+
+        summary = run_training(
+            settings, TrainingConfig(temperature_decay_episodes=temperature_decay_episodes)
+        )
     except (LookupError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

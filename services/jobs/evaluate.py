@@ -10,7 +10,10 @@ import numpy as np
 
 from shared.env import EnvConfig, MarketData
 from shared.evaluation import EvaluationResult, evaluate_policy
-from shared.policies import HoldPolicy, MomentumPolicy, OraclePolicy, Policy, RandomPolicy
+from shared.model.checkpoint import MANIFEST_FILE, load_checkpoint, read_pointer, resolve_checkpoint
+from shared.model.inference import make_model_functions
+from shared.policies import HoldPolicy, MomentumPolicy, OraclePolicy, Policy, RandomPolicy, SearchPolicy
+from shared.search import SearchConfig
 from shared.sessions import SPLITS, tile_sessions
 from shared.store import Store
 
@@ -35,6 +38,15 @@ def make_policy(name: str, store: Store, instrument: str, bars_ts: np.ndarray, s
     raise ValueError(f"unknown policy {name!r}; choose hold, random, momentum or oracle")
 
 
+def checkpoint_policy(path: Path, simulations: int = 25) -> tuple[Policy, str]:
+    """The agent of a checkpoint (a checkpoint directory, or a root meaning its best, else latest)."""
+    which = "best" if read_pointer(path, "best") else "latest"
+    resolved = resolve_checkpoint(path, which) if not (path / MANIFEST_FILE).exists() else path
+    loaded = load_checkpoint(resolved)
+    fns = make_model_functions(loaded.model, "auto")
+    return SearchPolicy(fns, SearchConfig(num_simulations=simulations)), loaded.manifest.version
+
+
 def run_evaluate(
     db: Path,
     instrument: str,
@@ -43,12 +55,18 @@ def run_evaluate(
     seed: int = 0,
     spread_pips: float = 4.0,
     trades_csv: Path | None = None,
+    checkpoint: Path | None = None,
 ) -> tuple[dict[str, object], EvaluationResult]:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     with Store(db, read_only=True) as store:
         dataset = store.load_dataset(instrument)
-        policy = make_policy(policy_name, store, instrument, dataset.bars.ts, seed)
+        if checkpoint is None:
+            policy = make_policy(policy_name, store, instrument, dataset.bars.ts, seed)
+    version = None
+    if checkpoint is not None:
+        policy, version = checkpoint_policy(checkpoint)
+        policy_name = "muzero"
     starts = tile_sessions(dataset.starts_of(split))
     if len(starts) == 0:
         raise LookupError(f"{instrument} has no complete session in the {split} split")
@@ -60,6 +78,7 @@ def run_evaluate(
         "instrument": instrument,
         "split": split,
         "policy": policy_name,
+        **({"checkpoint": version} if version else {}),
         "spread_pips": spread_pips,
         **result.metrics.model_dump(),
     }

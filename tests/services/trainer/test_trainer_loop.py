@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from services.cli import app
 from services.jobs.features import run_features
 from services.jobs.synth import run_synth
 from services.trainer.settings import TrainerSettings
@@ -61,6 +64,26 @@ def test_trains_checkpoints_and_resumes(db: Path, tmp_path: Path) -> None:
     resumed = load_checkpoint(resolve_checkpoint(out))
     changed = any(not torch.equal(weights_before[k], v) for k, v in resumed.model.state_dict().items())
     assert changed  # learning went on from the resumed weights
+
+    # The same evaluation as the baselines, through the CLI, on the checkpoint root (its best).
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--db",
+            str(db),
+            "--instrument",
+            "SYNTHJPY",
+            "--checkpoint",
+            str(out),
+            "--split",
+            "test",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["policy"] == "muzero" and report["checkpoint"] == read_pointer(out, "best")
+    assert report["decisions"] == report["sessions"] * 360
 
 
 def test_refuses_missing_budget_and_workers(db: Path, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import re
 import secrets
 import shutil
 import struct
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -188,6 +189,18 @@ def _state_dict_for_saving(model: MuZeroNetwork) -> dict[str, torch.Tensor]:
     return tensors
 
 
+# Fault injection for the crash tests: saves at or after this training step stall half-way (weights
+# written, manifest not) for FAULT_DELAY_SECONDS, so a test can SIGKILL the writer mid-save.
+FAULT_SLOW_SAVE_ENV: Final = "SMZ_FAULT_SLOW_SAVE_FROM_STEP"
+FAULT_DELAY_SECONDS: Final = 60.0
+
+
+def _injected_save_delay(training_step: int) -> None:
+    threshold = os.environ.get(FAULT_SLOW_SAVE_ENV)
+    if threshold is not None and training_step >= int(threshold):
+        time.sleep(FAULT_DELAY_SECONDS)
+
+
 def save_checkpoint(
     root: Path,
     model: MuZeroNetwork,
@@ -230,6 +243,7 @@ def save_checkpoint(
     temp_dir.mkdir()
     try:
         _write_bytes_durably(temp_dir / WEIGHTS_FILE, weights)
+        _injected_save_delay(training_step)
         extra_hashes: dict[str, str] = {}
         for name, content in extra_files.items():
             if isinstance(content, bytes | bytearray | memoryview):

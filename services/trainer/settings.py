@@ -24,3 +24,5 @@ class TrainerSettings(BaseSettings):
     min_validation_trades: int = Field(10, ge=0)  # fewer trades cannot make a checkpoint "best"
     threads: int = Field(2, ge=1)
     seed: int = 0
+    metrics_port: int = Field(9101, ge=0, le=65535)  # Prometheus endpoint; 0 turns it off
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers, so Prometheus can scrape it

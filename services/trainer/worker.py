@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from services.trainer.metrics import TrainerMetrics
 from services.trainer.settings import TrainerSettings
 from services.trainer.state import (
     OPTIMIZER_TENSORS,
@@ -176,6 +177,8 @@ def run_training(
     if len(train_starts) == 0 or len(validation_starts) == 0:
         raise LookupError(f"{settings.instrument} needs sessions in both the train and validation splits")
     run = resume_or_start(settings, config, console, model_config)
+    metrics_out = TrainerMetrics()
+    metrics_out.serve(settings.metrics_port, settings.metrics_host)
     began = time.monotonic()
     target_episodes = (run.counters.episodes + settings.episodes) if settings.episodes else None
     last_validated = run.counters.episodes
@@ -190,6 +193,7 @@ def run_training(
         run.model.eval()
         collector = make_model_functions(run.model, "auto", threads=settings.threads)
         temperature = config.temperature(run.counters.episodes)
+        collect_began = time.monotonic()
         round_ = play_round(
             collector,
             market,
@@ -198,11 +202,13 @@ def run_training(
             SearchConfig(num_simulations=config.collect_simulations, add_noise=True, temperature=temperature),
             run.rng,
         )
+        collect_seconds = time.monotonic() - collect_began
         for trajectory in round_.trajectories:
             run.replay.add(trajectory)
         run.counters.episodes += len(round_.trajectories)
         run.counters.bar_steps += round_.bar_steps
         losses = []
+        learn_began = time.monotonic()
         if run.replay.ready:
             for _ in range(settings.updates_per_round):
                 batch = make_batch(
@@ -215,7 +221,19 @@ def run_training(
                 )
                 losses.append(run.learner.step(batch))
             run.counters.updates = run.learner.updates
+        learn_seconds = time.monotonic() - learn_began
         shares = round_.action_counts / max(round_.action_counts.sum(), 1)
+        metrics_out.episodes.inc(len(round_.trajectories))
+        metrics_out.updates.inc(len(losses))
+        metrics_out.bar_steps.inc(round_.bar_steps)
+        metrics_out.bar_steps_per_s.set(round_.bar_steps / max(collect_seconds, 1e-9))
+        if losses:
+            metrics_out.updates_per_s.set(len(losses) / max(learn_seconds, 1e-9))
+        metrics_out.record_losses(losses)
+        metrics_out.record_actions(shares.tolist())
+        metrics_out.buffer_size.set(len(run.replay))
+        metrics_out.buffer_trade_share.set(run.replay.trade_share())
+        metrics_out.temperature.set(temperature)
         loss_text = f"loss {np.mean([x.total for x in losses]):.3f}" if losses else "filling replay"
         console.print(
             f"ep {run.counters.episodes:>6} upd {run.counters.updates:>6} T {temperature:4.1f} "
@@ -226,6 +244,7 @@ def run_training(
         if run.counters.episodes - last_validated >= settings.validate_every or done():
             last_validated = run.counters.episodes
             metrics = validate(run, market, validation_starts)
+            metrics_out.record_validation(metrics)
             good = metrics["validation_trades"] >= settings.min_validation_trades
             best = run.counters.best_expectancy
             is_best = good and (best is None or metrics["validation_expectancy_pips"] > best)

@@ -26,7 +26,7 @@ from shared.training.config import TrainingConfig
 settings = TrainerSettings(
     db=Path(sys.argv[1]), instrument="SYNTHJPY", out=Path(sys.argv[2]), episodes=int(sys.argv[3]),
     sessions_per_round=4, updates_per_round=3, validate_every=4, validation_sessions=2,
-    min_validation_trades=0, threads=1,
+    min_validation_trades=0, threads=1, metrics_port=0,
 )
 config = TrainingConfig(replay_min_size=4, collect_simulations=2, validation_simulations=2, batch_size=8)
 print(run_training(settings, config, ModelConfig(hidden=32, tcn_channels=8, support_size=20)))

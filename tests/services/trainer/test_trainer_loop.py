@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,7 @@ def settings(db: Path, out: Path, episodes: int) -> TrainerSettings:
         validation_sessions=4,
         min_validation_trades=0,
         threads=1,
+        metrics_port=0,
     )
 
 
@@ -91,3 +94,24 @@ def test_refuses_missing_budget_and_workers(db: Path, tmp_path: Path) -> None:
         run_training(TrainerSettings(db=db, instrument="SYNTHJPY", out=tmp_path / "x"), FAST, SMALL)
     with pytest.raises(ValueError, match="workers"):
         run_training(settings(db, tmp_path / "y", 4).model_copy(update={"workers": 2}), FAST, SMALL)
+
+
+def test_prometheus_metrics_are_served(db: Path, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run_training(
+        settings(db, tmp_path / "m", episodes=8).model_copy(update={"metrics_port": port}), FAST, SMALL
+    )
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert "smz_trainer_episodes_total 8.0" in body
+    assert "smz_trainer_updates_total 6.0" in body
+    for series in (
+        'smz_trainer_loss{component="outcome"}',
+        'smz_trainer_selfplay_action_share{action="HOLD"}',
+        'smz_trainer_validation{metric="expectancy_pips"}',
+        "smz_trainer_replay_trade_share",
+        "smz_trainer_selfplay_bar_steps_per_second",
+        "smz_trainer_updates_per_second",
+    ):
+        assert series in body, series

@@ -198,6 +198,25 @@ def train(
     _print_json(summary)
 
 
+@app.command()
+def report(
+    checkpoint_dir: Annotated[Path, typer.Argument(help="A checkpoint root written by smz train.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the PNGs (default: CHECKPOINT_DIR/report).")
+    ] = None,
+) -> None:
+    """PNG plots of a training run: losses, action shares, validation expectancy and equity."""
+    from services.jobs.report import run_report
+
+    try:
+        written = run_report(checkpoint_dir, out)
+    except LookupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for path in written:
+        typer.echo(str(path))
+
+
 model_app = typer.Typer(help="The six networks.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 

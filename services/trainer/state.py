@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import safetensors.torch
@@ -13,6 +14,28 @@ import torch
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 TRAINER_STATE = "trainer.json"
 REPLAY_FILE = "replay.npz"
+VALIDATION_TRADES = "validation_trades.csv"
+HISTORY_FILE = "history.jsonl"  # in the checkpoint root: one JSON object per round or validation
+
+
+def append_history(root: Path, record: dict[str, object]) -> None:
+    """Append one line; a crash can only cut the last line, which ``read_history`` skips."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / HISTORY_FILE).open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def read_history(root: Path) -> list[dict[str, object]]:
+    path = root / HISTORY_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    return records
 
 
 @dataclass

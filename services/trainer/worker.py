@@ -21,7 +21,9 @@ from services.trainer.state import (
     OPTIMIZER_TENSORS,
     REPLAY_FILE,
     TRAINER_STATE,
+    VALIDATION_TRADES,
     Counters,
+    append_history,
     optimizer_from_files,
     optimizer_to_files,
     restore_trainer_state,
@@ -108,7 +110,7 @@ def resume_or_start(
     return run
 
 
-def save(run: TrainingRun, metrics: dict[str, float]) -> Path:
+def save(run: TrainingRun, metrics: dict[str, float], validation_pnl: np.ndarray) -> Path:
     optimizer_bytes, optimizer_meta = optimizer_to_files(run.learner.optimizer)
     path = save_checkpoint(
         run.settings.out,
@@ -120,6 +122,7 @@ def save(run: TrainingRun, metrics: dict[str, float]) -> Path:
             OPTIMIZER_TENSORS: optimizer_bytes,
             TRAINER_STATE: trainer_state_json(run.counters, run.rng, optimizer_meta),
             REPLAY_FILE: run.replay.to_bytes(),
+            VALIDATION_TRADES: "\n".join(["pnl_pips", *(f"{p:.6f}" for p in validation_pnl)]).encode(),
         },
     )
     write_pointer(run.settings.out, "latest", path.name)
@@ -138,7 +141,7 @@ def _retain(root: Path) -> None:
             shutil.rmtree(root / manifest.version, ignore_errors=True)
 
 
-def validate(run: TrainingRun, market: MarketData, starts: np.ndarray) -> dict[str, float]:
+def validate(run: TrainingRun, market: MarketData, starts: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
     run.model.eval()
     policy = SearchPolicy(
         make_model_functions(run.model, "auto", threads=run.settings.threads),
@@ -154,7 +157,7 @@ def validate(run: TrainingRun, market: MarketData, starts: np.ndarray) -> dict[s
         "validation_trades": float(m.trades),
         "validation_max_action_share": max(shares.values()),
         **{f"validation_share_{k.lower()}": v for k, v in shares.items()},
-    }
+    }, result.trades.pnl_pips
 
 
 def run_training(
@@ -234,6 +237,23 @@ def run_training(
         metrics_out.buffer_size.set(len(run.replay))
         metrics_out.buffer_trade_share.set(run.replay.trade_share())
         metrics_out.temperature.set(temperature)
+        append_history(
+            settings.out,
+            {
+                "kind": "round",
+                "episodes": run.counters.episodes,
+                "updates": run.counters.updates,
+                "temperature": temperature,
+                "trades": round_.trades,
+                "selfplay_expectancy_pips": float(round_.trade_pnl.mean()) if len(round_.trade_pnl) else 0.0,
+                "action_shares": shares.tolist(),
+                **{
+                    f"loss_{c}": float(np.mean([getattr(x, c) for x in losses]))
+                    for c in ("total", "policy", "value", "reward", "outcome")
+                    if losses
+                },
+            },
+        )
         loss_text = f"loss {np.mean([x.total for x in losses]):.3f}" if losses else "filling replay"
         console.print(
             f"ep {run.counters.episodes:>6} upd {run.counters.updates:>6} T {temperature:4.1f} "
@@ -243,17 +263,22 @@ def run_training(
         )
         if run.counters.episodes - last_validated >= settings.validate_every or done():
             last_validated = run.counters.episodes
-            metrics = validate(run, market, validation_starts)
+            metrics, validation_pnl = validate(run, market, validation_starts)
             metrics_out.record_validation(metrics)
             good = metrics["validation_trades"] >= settings.min_validation_trades
             best = run.counters.best_expectancy
             is_best = good and (best is None or metrics["validation_expectancy_pips"] > best)
             if is_best:
                 run.counters.best_expectancy = metrics["validation_expectancy_pips"]
-            path = save(run, metrics)  # the saved counters already know whether this one is best
+            # The saved counters already know whether this one is best.
+            path = save(run, metrics, validation_pnl)
             if is_best:
                 run.counters.best_version = path.name
                 write_pointer(settings.out, "best", path.name)
+            append_history(
+                settings.out,
+                {"kind": "validation", "episodes": run.counters.episodes, "version": path.name, **metrics},
+            )
             console.print(
                 f"validation: expectancy {metrics['validation_expectancy_pips']:.2f} pips over "
                 f"{int(metrics['validation_trades'])} trades, max action share "

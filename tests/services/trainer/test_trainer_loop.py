@@ -88,6 +88,13 @@ def test_trains_checkpoints_and_resumes(db: Path, tmp_path: Path) -> None:
     assert report["policy"] == "muzero" and report["checkpoint"] == read_pointer(out, "best")
     assert report["decisions"] == report["sessions"] * 360
 
+    # The training report: curves from the history, the validation equity of the best checkpoint.
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    pngs = [Path(line) for line in result.output.split()]
+    assert {p.name for p in pngs} == {"training.png", "validation_equity.png"}
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in pngs)
+
 
 def test_refuses_missing_budget_and_workers(db: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--minutes or --episodes"):

@@ -7,6 +7,7 @@ counters and the RNG states, so a restart continues where the last complete chec
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,8 +133,6 @@ def save(run: TrainingRun, metrics: dict[str, float], validation_pnl: np.ndarray
 
 def _retain(root: Path) -> None:
     """Keep the last two checkpoints plus whatever ``latest`` and ``best`` point at."""
-    import shutil
-
     keep = {m.version for m in list_checkpoints(root)[-KEEP_LAST:]}
     keep |= {v for v in (read_pointer(root, "latest"), read_pointer(root, "best")) if v}
     for manifest in list_checkpoints(root):

@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/env.py
 	$(BIN)/python bench/mcts.py
+	$(BIN)/python bench/selfplay.py
+	$(BIN)/python bench/learner.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

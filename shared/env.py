@@ -145,6 +145,7 @@ class TradeLog:
         )
 
     def rows(self) -> list[dict[str, object]]:
+        """One dict per trade, keyed by ``TRADE_LOG_FIELDS``."""
         return [
             {
                 "instrument": self.instrument,
@@ -173,6 +174,8 @@ TRADE_COLUMNS = (
     "bars_held",
     "exit_reason",
 )
+# The trade log as users see it (CSV, API): the internal session row is left out.
+TRADE_LOG_FIELDS = tuple(name for name in TRADE_COLUMNS if name != "session")
 
 
 def position_features(

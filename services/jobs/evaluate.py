@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.env import EnvConfig, MarketData
+from shared.env import TRADE_LOG_FIELDS, EnvConfig, MarketData
 from shared.evaluation import EvaluationResult, evaluate_policy
 from shared.model.checkpoint import MANIFEST_FILE, load_checkpoint, read_pointer, resolve_checkpoint
 from shared.model.inference import make_model_functions
@@ -92,19 +92,8 @@ def _iso(ts: int) -> str:
 def write_trades_csv(result: EvaluationResult, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = result.trades.rows()
-    fields = [
-        "instrument",
-        "side",
-        "entry_ts",
-        "entry_price",
-        "exit_ts",
-        "exit_price",
-        "pnl_pips",
-        "bars_held",
-        "exit_reason",
-    ]
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer = csv.DictWriter(fh, fieldnames=TRADE_LOG_FIELDS)
         writer.writeheader()
         for row in rows:
             row["entry_ts"] = _iso(int(row["entry_ts"]))  # type: ignore[arg-type]

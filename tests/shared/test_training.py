@@ -16,7 +16,7 @@ from shared.search import SearchConfig
 from shared.synth import generate_synthetic_market
 from shared.training.batch import make_batch, window_at
 from shared.training.config import TrainingConfig
-from shared.training.learner import Learner, scale_gradient
+from shared.training.learner import Learner, muzero_loss, scale_gradient
 from shared.training.selfplay import play_round
 
 SMALL = ModelConfig(hidden=32, tcn_channels=8, support_size=20)
@@ -96,6 +96,62 @@ def test_the_loss_falls_on_a_fixed_batch(
     assert last.total < 0.5 * first.total
     assert last.reward < first.reward and last.value < first.value and last.policy < first.policy
     assert learner.updates == 61
+
+
+def stepwise_loss(model: MuZeroNetwork, batch, cfg: TrainingConfig) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """SPEC section 8 written plainly: every network called step by step along the unroll."""
+    from torch.nn import functional as F
+
+    from shared.model.support import scalar_to_target
+
+    def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return -(target * F.log_softmax(logits, -1)).sum(-1)
+
+    actions, outcomes = torch.from_numpy(batch.actions), torch.from_numpy(batch.outcomes)
+    policy_t, mask = torch.from_numpy(batch.target_policy), torch.from_numpy(batch.mask)
+    value_t = scalar_to_target(torch.from_numpy(batch.target_value), model.cfg.support_size)
+    reward_t = torch.from_numpy(batch.target_reward)
+    k_steps = actions.shape[1]
+    out = model.initial_inference(torch.from_numpy(batch.windows))
+    hidden = out.hidden
+    policy = soft_ce(out.policy_logits, policy_t[:, 0]) * mask[:, 0]
+    value = soft_ce(out.value_logits, value_t[:, 0]) * mask[:, 0]
+    reward = torch.zeros_like(policy)
+    outcome = torch.zeros_like(policy)
+    for k in range(k_steps):
+        outcome = (
+            outcome
+            + F.cross_entropy(model.outcome_logits(hidden, actions[:, k]), outcomes[:, k], reduction="none")
+            * mask[:, k]
+            / k_steps
+        )
+        step = model.recurrent_inference(hidden, actions[:, k], outcomes[:, k])
+        reward = reward + (step.reward - reward_t[:, k]) ** 2 * mask[:, k] / k_steps
+        policy = policy + soft_ce(step.policy_logits, policy_t[:, k + 1]) * mask[:, k + 1] / k_steps
+        value = value + soft_ce(step.value_logits, value_t[:, k + 1]) * mask[:, k + 1] / k_steps
+        hidden = scale_gradient(step.hidden, 0.5)
+    return 0.25 * policy.mean() + 0.25 * value.mean() + 0.5 * reward.mean() + 1.0 * outcome.mean()
+
+
+def test_batched_loss_equals_the_stepwise_loss(
+    world: tuple[MarketData, np.ndarray, np.ndarray], replay: ReplayBuffer
+) -> None:
+    market, _, _ = world
+    torch.manual_seed(2)
+    model = MuZeroNetwork(SMALL).eval()  # no dropout: both runs see the same network
+    batch = make_batch(replay, market, batch_size=32, unroll=5, td_steps=10, discount=0.997)
+    batch.mask[:3, 3:] = 0.0  # as at a trajectory's end
+    cfg = TrainingConfig()
+    fast, _ = muzero_loss(model, batch, cfg)
+    fast_grads = torch.autograd.grad(fast, list(model.parameters()), allow_unused=True)
+    slow = stepwise_loss(model, batch, cfg)
+    slow_grads = torch.autograd.grad(slow, list(model.parameters()), allow_unused=True)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    for a, b in zip(fast_grads, slow_grads, strict=True):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_scale_gradient_keeps_values_and_scales_gradients() -> None:

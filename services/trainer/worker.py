@@ -50,7 +50,7 @@ from shared.sessions import tile_sessions
 from shared.store import Store
 from shared.training.batch import make_batch
 from shared.training.config import TrainingConfig
-from shared.training.learner import Learner
+from shared.training.learner import Learner, zero_output_heads
 from shared.training.selfplay import play_round
 
 KEEP_LAST = 2
@@ -71,7 +71,7 @@ def _new_run(
     settings: TrainerSettings, config: TrainingConfig, model_config: ModelConfig | None
 ) -> TrainingRun:
     torch.manual_seed(settings.seed)
-    model = MuZeroNetwork(model_config)
+    model = zero_output_heads(MuZeroNetwork(model_config))
     replay = ReplayBuffer(config.replay_capacity, config.trade_quota, config.replay_min_size, settings.seed)
     return TrainingRun(
         settings,

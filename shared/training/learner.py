@@ -130,3 +130,18 @@ class Learner:
             outcome=parts["outcome"].item(),
             gradient_norm=norm.item(),
         )
+
+
+def zero_output_heads(model: MuZeroNetwork) -> MuZeroNetwork:
+    """Start value, reward, policy and outcome predictions neutral (value 0, reward 0, uniform).
+
+    A randomly initialised 601-atom value head predicts values of about +-50 to +-90. The search
+    backs those up into its root values, and n-step targets bootstrap from them (discount^10 keeps 97%),
+    so a fresh run would learn its own initial noise instead of the returns. Zeroing the final layers
+    is MuZero's usual start.
+    """
+    with torch.no_grad():
+        for layer in (model.value.head, model.dynamics.reward, model.policy.head, model.outcome.head):
+            layer.weight.zero_()
+            layer.bias.zero_()
+    return model

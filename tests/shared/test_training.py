@@ -16,7 +16,7 @@ from shared.search import SearchConfig
 from shared.synth import generate_synthetic_market
 from shared.training.batch import make_batch, window_at
 from shared.training.config import TrainingConfig
-from shared.training.learner import Learner, muzero_loss, scale_gradient
+from shared.training.learner import Learner, muzero_loss, scale_gradient, zero_output_heads
 from shared.training.selfplay import play_round
 
 SMALL = ModelConfig(hidden=32, tcn_channels=8, support_size=20)
@@ -160,6 +160,25 @@ def test_scale_gradient_keeps_values_and_scales_gradients() -> None:
     assert torch.equal(y, x)
     y.sum().backward()
     assert x.grad is not None and x.grad.tolist() == [0.5, 0.5]
+
+
+@torch.inference_mode()
+def test_zeroed_heads_start_neutral() -> None:
+    torch.manual_seed(0)
+    model = MuZeroNetwork(SMALL).eval()
+    raw = model.initial_inference(torch.rand(4, 32, 15))
+    from shared.model.support import logits_to_scalar
+
+    assert logits_to_scalar(raw.value_logits, SMALL.support_size).abs().max() > 1.0  # the problem
+    zero_output_heads(model)
+    out = model.initial_inference(torch.rand(4, 32, 15))
+    assert logits_to_scalar(out.value_logits, SMALL.support_size).abs().max() < 1e-4
+    torch.testing.assert_close(torch.softmax(out.policy_logits, -1), torch.full((4, 4), 0.25))
+    step = model.recurrent_inference(out.hidden, torch.tensor([1, 0, 2, 3]), torch.tensor([0, 1, 2, 0]))
+    assert step.reward.abs().max() == 0.0
+    torch.testing.assert_close(
+        model.outcome_probabilities(out.hidden, torch.zeros(4)), torch.full((4, 3), 1 / 3)
+    )
 
 
 def test_temperature_schedule() -> None:

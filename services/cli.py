@@ -167,8 +167,15 @@ def train(
     validate_every: Annotated[int, typer.Option(help="Episodes between validations.")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of a fresh run.")] = 0,
     temperature_decay_episodes: Annotated[
-        int, typer.Option(help="Episodes over which the visit temperature falls from 10 to 1 (SPEC: 50,000).")
+        int, typer.Option(help="Episodes over which the visit temperature falls to 1 (SPEC: 50,000).")
     ] = 50_000,
+    initial_temperature: Annotated[
+        float, typer.Option(help="Visit temperature of the first episode (SPEC: 10).")
+    ] = 10.0,
+    td_steps: Annotated[int, typer.Option(help="n of the n-step value target.")] = 10,
+    validation_sessions: Annotated[
+        int, typer.Option(help="Validation sessions per validation (at most).")
+    ] = 64,
 ) -> None:
     """Self-play, replay, MuZero learning, validation and checkpoints; resumes automatically."""
     from services.trainer.settings import TrainerSettings
@@ -185,13 +192,17 @@ def train(
             sessions_per_round=sessions_per_round,
             updates_per_round=updates_per_round,
             validate_every=validate_every,
+            validation_sessions=validation_sessions,
             seed=seed,
         )
         from shared.training.config import TrainingConfig
 
-        summary = run_training(
-            settings, TrainingConfig(temperature_decay_episodes=temperature_decay_episodes)
+        config = TrainingConfig(
+            temperature_decay_episodes=temperature_decay_episodes,
+            initial_temperature=initial_temperature,
+            td_steps=td_steps,
         )
+        summary = run_training(settings, config)
     except (LookupError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -1,21 +1,26 @@
 """The training loop: self-play rounds, learner updates, validation, checkpoints, resume.
 
-One process for now: collection and learning alternate (``--workers`` > 1 is refused until the
-two-process layout lands). Every checkpoint holds the model, the optimiser, the replay, the
+With ``--workers 1`` collection and learning alternate in one process; with more, self-play runs
+in ``workers - 1`` processes beside the learner (``services/trainer/actor.py``).
+Every checkpoint holds the model, the optimiser, the replay, the
 counters and the RNG states, so a restart continues where the last complete checkpoint stopped.
 """
 
 from __future__ import annotations
 
+import queue as queue_module
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.multiprocessing as mp
 from rich.console import Console
 
+from services.trainer.actor import CollectedRound, SharedWeights, run_actor
 from services.trainer.metrics import TrainerMetrics
 from services.trainer.settings import TrainerSettings
 from services.trainer.state import (
@@ -50,8 +55,8 @@ from shared.sessions import tile_sessions
 from shared.store import Store
 from shared.training.batch import make_batch
 from shared.training.config import TrainingConfig
-from shared.training.learner import Learner, zero_output_heads
-from shared.training.selfplay import play_round
+from shared.training.learner import Learner, LossParts, zero_output_heads
+from shared.training.selfplay import SelfPlayRound, play_round
 
 KEEP_LAST = 2
 
@@ -159,90 +164,73 @@ def validate(run: TrainingRun, market: MarketData, starts: np.ndarray) -> tuple[
     }, result.trades.pnl_pips
 
 
-def run_training(
-    settings: TrainerSettings, config: TrainingConfig | None = None, model_config: ModelConfig | None = None
-) -> dict[str, object]:
-    if settings.workers != 1:
-        raise ValueError(
-            "--workers above 1 is not available yet: collection and learning alternate in one process"
-        )
-    if settings.minutes is None and settings.episodes is None:
-        raise ValueError("give --minutes or --episodes")
-    config = config or TrainingConfig()
-    console = Console()
-    torch.set_num_threads(settings.threads)
-    with Store(settings.db, read_only=True) as store:
-        dataset = store.load_dataset(settings.instrument)
-    market = MarketData(settings.instrument, dataset.bars.ts, dataset.bars.close, dataset.features)
-    train_starts = dataset.starts_of("train")
-    validation_starts = tile_sessions(dataset.starts_of("validation"))[: settings.validation_sessions]
-    if len(train_starts) == 0 or len(validation_starts) == 0:
-        raise LookupError(f"{settings.instrument} needs sessions in both the train and validation splits")
-    run = resume_or_start(settings, config, console, model_config)
-    metrics_out = TrainerMetrics()
-    metrics_out.serve(settings.metrics_port, settings.metrics_host)
-    began = time.monotonic()
-    target_episodes = (run.counters.episodes + settings.episodes) if settings.episodes else None
-    last_validated = run.counters.episodes
-    metrics: dict[str, float] = {}
+class _Trainer:
+    """The learner's side of a run: replay, updates, metrics, validation and checkpoints."""
 
-    def done() -> bool:
-        if target_episodes is not None and run.counters.episodes >= target_episodes:
-            return True
-        return settings.minutes is not None and time.monotonic() - began >= settings.minutes * 60
+    def __init__(self, run: TrainingRun, market: MarketData, validation_starts: np.ndarray) -> None:
+        self.run = run
+        self.market = market
+        self.validation_starts = validation_starts
+        self.console = Console()
+        self.metrics_out = TrainerMetrics()
+        self.metrics: dict[str, float] = {}
+        self.last_validated = run.counters.episodes
 
-    while not done():
-        run.model.eval()
-        collector = make_model_functions(run.model, "auto", threads=settings.threads)
-        temperature = config.temperature(run.counters.episodes)
-        collect_began = time.monotonic()
-        round_ = play_round(
-            collector,
-            market,
-            dataset.outcome,
-            run.rng.choice(train_starts, size=settings.sessions_per_round),
-            SearchConfig(num_simulations=config.collect_simulations, add_noise=True, temperature=temperature),
-            run.rng,
-        )
-        collect_seconds = time.monotonic() - collect_began
+    def add_round(
+        self, round_: SelfPlayRound, temperature: float, collect_seconds: float, weights_step: int
+    ) -> None:
+        run = self.run
         for trajectory in round_.trajectories:
             run.replay.add(trajectory)
         run.counters.episodes += len(round_.trajectories)
         run.counters.bar_steps += round_.bar_steps
-        losses = []
-        learn_began = time.monotonic()
-        if run.replay.ready:
-            for _ in range(settings.updates_per_round):
-                batch = make_batch(
-                    run.replay,
-                    market,
-                    config.batch_size,
-                    config.unroll_steps,
-                    config.td_steps,
-                    config.discount,
-                )
-                losses.append(run.learner.step(batch))
-            run.counters.updates = run.learner.updates
-        learn_seconds = time.monotonic() - learn_began
+        m = self.metrics_out
+        m.episodes.inc(len(round_.trajectories))
+        m.bar_steps.inc(round_.bar_steps)
+        m.bar_steps_per_s.set(round_.bar_steps / max(collect_seconds, 1e-9))
         shares = round_.action_counts / max(round_.action_counts.sum(), 1)
-        metrics_out.episodes.inc(len(round_.trajectories))
-        metrics_out.updates.inc(len(losses))
-        metrics_out.bar_steps.inc(round_.bar_steps)
-        metrics_out.bar_steps_per_s.set(round_.bar_steps / max(collect_seconds, 1e-9))
-        if losses:
-            metrics_out.updates_per_s.set(len(losses) / max(learn_seconds, 1e-9))
-        metrics_out.record_losses(losses)
-        metrics_out.record_actions(shares.tolist())
-        metrics_out.buffer_size.set(len(run.replay))
-        metrics_out.buffer_trade_share.set(run.replay.trade_share())
-        metrics_out.temperature.set(temperature)
+        m.record_actions(shares.tolist())
+        m.buffer_size.set(len(run.replay))
+        m.buffer_trade_share.set(run.replay.trade_share())
+        m.temperature.set(temperature)
+        self._round_shares = shares
+        self._round = (round_, temperature, weights_step)
+
+    def learn(self, updates: int) -> list[LossParts]:
+        run = self.run
+        if not run.replay.ready or updates <= 0:
+            return []
+        began = time.monotonic()
+        losses = []
+        for _ in range(updates):
+            batch = make_batch(
+                run.replay,
+                self.market,
+                run.config.batch_size,
+                run.config.unroll_steps,
+                run.config.td_steps,
+                run.config.discount,
+            )
+            losses.append(run.learner.step(batch))
+        run.counters.updates = run.learner.updates
+        self.metrics_out.updates.inc(len(losses))
+        self.metrics_out.updates_per_s.set(len(losses) / max(time.monotonic() - began, 1e-9))
+        return losses
+
+    def log_round(self, losses: list[LossParts]) -> None:
+        """One history line and one terminal line for the round last added."""
+        run = self.run
+        round_, temperature, weights_step = self._round
+        shares = self._round_shares
+        self.metrics_out.record_losses(losses)
         append_history(
-            settings.out,
+            run.settings.out,
             {
                 "kind": "round",
                 "episodes": run.counters.episodes,
                 "updates": run.counters.updates,
                 "temperature": temperature,
+                "selfplay_weights_step": weights_step,
                 "trades": round_.trades,
                 "selfplay_expectancy_pips": float(round_.trade_pnl.mean()) if len(round_.trade_pnl) else 0.0,
                 "action_shares": shares.tolist(),
@@ -254,33 +242,163 @@ def run_training(
             },
         )
         loss_text = f"loss {np.mean([x.total for x in losses]):.3f}" if losses else "filling replay"
-        console.print(
+        self.console.print(
             f"ep {run.counters.episodes:>6} upd {run.counters.updates:>6} T {temperature:4.1f} "
             f"trades {round_.trades:>5} exp {round_.trade_pnl.mean() if len(round_.trade_pnl) else 0:6.2f} "
             f"actions {np.round(shares, 2)} {loss_text} replay {len(run.replay)} "
             f"({run.replay.trade_share():.0%} with trades)"
         )
-        if run.counters.episodes - last_validated >= settings.validate_every or done():
-            last_validated = run.counters.episodes
-            metrics, validation_pnl = validate(run, market, validation_starts)
-            metrics_out.record_validation(metrics)
-            good = metrics["validation_trades"] >= settings.min_validation_trades
-            best = run.counters.best_expectancy
-            is_best = good and (best is None or metrics["validation_expectancy_pips"] > best)
-            if is_best:
-                run.counters.best_expectancy = metrics["validation_expectancy_pips"]
-            # The saved counters already know whether this one is best.
-            path = save(run, metrics, validation_pnl)
-            if is_best:
-                run.counters.best_version = path.name
-                write_pointer(settings.out, "best", path.name)
-            append_history(
-                settings.out,
-                {"kind": "validation", "episodes": run.counters.episodes, "version": path.name, **metrics},
-            )
-            console.print(
-                f"validation: expectancy {metrics['validation_expectancy_pips']:.2f} pips over "
-                f"{int(metrics['validation_trades'])} trades, max action share "
-                f"{metrics['validation_max_action_share']:.0%}; saved {path.name}"
-            )
-    return {"episodes": run.counters.episodes, "updates": run.counters.updates, **metrics}
+
+    def validation_due(self) -> bool:
+        return self.run.counters.episodes - self.last_validated >= self.run.settings.validate_every
+
+    def validate_and_save(self) -> None:
+        run, settings = self.run, self.run.settings
+        self.last_validated = run.counters.episodes
+        metrics, validation_pnl = validate(run, self.market, self.validation_starts)
+        self.metrics = metrics
+        self.metrics_out.record_validation(metrics)
+        good = metrics["validation_trades"] >= settings.min_validation_trades
+        best = run.counters.best_expectancy
+        is_best = good and (best is None or metrics["validation_expectancy_pips"] > best)
+        if is_best:
+            run.counters.best_expectancy = metrics["validation_expectancy_pips"]
+        # The saved counters already know whether this one is best.
+        path = save(run, metrics, validation_pnl)
+        if is_best:
+            run.counters.best_version = path.name
+            write_pointer(settings.out, "best", path.name)
+        append_history(
+            settings.out,
+            {"kind": "validation", "episodes": run.counters.episodes, "version": path.name, **metrics},
+        )
+        self.console.print(
+            f"validation: expectancy {metrics['validation_expectancy_pips']:.2f} pips over "
+            f"{int(metrics['validation_trades'])} trades, max action share "
+            f"{metrics['validation_max_action_share']:.0%}; saved {path.name}"
+        )
+
+    def summary(self) -> dict[str, object]:
+        return {"episodes": self.run.counters.episodes, "updates": self.run.counters.updates, **self.metrics}
+
+
+def run_training(
+    settings: TrainerSettings, config: TrainingConfig | None = None, model_config: ModelConfig | None = None
+) -> dict[str, object]:
+    """Train until the budget (``--minutes`` or ``--episodes``) is spent; validate and save at the end."""
+    if settings.minutes is None and settings.episodes is None:
+        raise ValueError("give --minutes or --episodes")
+    config = config or TrainingConfig()
+    torch.set_num_threads(1 if settings.workers > 1 else settings.threads)
+    with Store(settings.db, read_only=True) as store:
+        dataset = store.load_dataset(settings.instrument)
+    market = MarketData(settings.instrument, dataset.bars.ts, dataset.bars.close, dataset.features)
+    train_starts = dataset.starts_of("train")
+    validation_starts = tile_sessions(dataset.starts_of("validation"))[: settings.validation_sessions]
+    if len(train_starts) == 0 or len(validation_starts) == 0:
+        raise LookupError(f"{settings.instrument} needs sessions in both the train and validation splits")
+    trainer = _Trainer(resume_or_start(settings, config, Console(), model_config), market, validation_starts)
+    trainer.metrics_out.serve(settings.metrics_port, settings.metrics_host)
+    began = time.monotonic()
+    counters = trainer.run.counters
+    target_episodes = (counters.episodes + settings.episodes) if settings.episodes else None
+
+    def done() -> bool:
+        if target_episodes is not None and counters.episodes >= target_episodes:
+            return True
+        return settings.minutes is not None and time.monotonic() - began >= settings.minutes * 60
+
+    if settings.workers == 1:
+        _alternate(trainer, dataset.outcome, train_starts, done)
+    else:
+        _overlap(trainer, done)
+    if counters.episodes != trainer.last_validated or not trainer.metrics:
+        trainer.validate_and_save()
+    return trainer.summary()
+
+
+def _alternate(
+    trainer: _Trainer, outcomes: np.ndarray, train_starts: np.ndarray, done: Callable[[], bool]
+) -> None:
+    """One process: a self-play round with the latest weights, then the learner's updates."""
+    run, settings = trainer.run, trainer.run.settings
+    while not done():
+        run.model.eval()
+        collector = make_model_functions(run.model, "auto", threads=settings.threads)
+        temperature = run.config.temperature(run.counters.episodes)
+        collect_began = time.monotonic()
+        round_ = play_round(
+            collector,
+            trainer.market,
+            outcomes,
+            run.rng.choice(train_starts, size=settings.sessions_per_round),
+            SearchConfig(
+                num_simulations=run.config.collect_simulations, add_noise=True, temperature=temperature
+            ),
+            run.rng,
+        )
+        trainer.add_round(round_, temperature, time.monotonic() - collect_began, run.counters.updates)
+        trainer.log_round(trainer.learn(settings.updates_per_round))
+        if trainer.validation_due() and not done():
+            trainer.validate_and_save()
+
+
+def _overlap(trainer: _Trainer, done: Callable[[], bool]) -> None:
+    """``workers - 1`` self-play processes feed the learner in this process, which keeps the
+    single-process ratio of updates per episode and publishes its weights every
+    ``publish_every`` updates."""
+    run, settings = trainer.run, trainer.run.settings
+    ctx = mp.get_context("spawn")
+    weights = SharedWeights(run.model, ctx)
+    weights.publish(run.model, run.counters.updates)
+    episodes = ctx.Value("q", run.counters.episodes)
+    rounds: mp.Queue[CollectedRound] = ctx.Queue(maxsize=settings.workers)
+    stop = ctx.Event()
+    actors = [
+        ctx.Process(
+            target=run_actor,
+            args=(i, settings, run.config, weights, episodes, rounds, stop),
+            name=f"smz-selfplay-{i}",
+            daemon=True,
+        )
+        for i in range(settings.workers - 1)
+    ]
+    for actor in actors:
+        actor.start()
+    per_episode = settings.updates_per_round / settings.sessions_per_round
+    budget = 0.0  # updates owed for the episodes received so far
+    since_publish = 0
+    try:
+        while not done():
+            if not all(actor.is_alive() for actor in actors):
+                raise RuntimeError("a self-play process died; see its error above")
+            try:
+                collected = rounds.get(timeout=0.5 if budget < 1 else 0.0)
+            except queue_module.Empty:
+                collected = None
+            if collected is not None:
+                trainer.add_round(
+                    collected.round, collected.temperature, collected.seconds, collected.weights_step
+                )
+                episodes.value = run.counters.episodes
+                if run.replay.ready:
+                    budget += per_episode * len(collected.round.trajectories)
+            losses = trainer.learn(min(int(budget), settings.publish_every - since_publish))
+            budget -= len(losses)
+            since_publish += len(losses)
+            if since_publish >= settings.publish_every:
+                weights.publish(run.model, run.counters.updates)
+                since_publish = 0
+            if collected is not None:
+                trainer.log_round(losses)
+                if trainer.validation_due() and not done():
+                    trainer.validate_and_save()
+        trainer.learn(int(budget))  # the updates owed for the last rounds, as one process would
+        weights.publish(run.model, run.counters.updates)
+    finally:
+        stop.set()
+        for actor in actors:
+            actor.join(timeout=30)
+            if actor.is_alive():
+                actor.terminate()
+        rounds.cancel_join_thread()

@@ -649,8 +649,10 @@ def _initial_rows_fused(
     out_policy: np.ndarray,
     out_value: np.ndarray,
 ) -> None:
-    """Representation (TCN, attention pooling, projection, blocks) + policy/value heads, per row."""
-    conv_w, conv_b, dilations, attention_w, attention_b, project_w, project_b = rep
+    """Representation (TCN, attention pooling, projection, blocks, LayerNorm) + policy/value heads,
+    per row."""
+    conv_w, conv_b, dilations, attention_w, attention_b, project_w, project_b = rep[:7]
+    norm_g, norm_b, norm_eps = rep[7], rep[8], rep[9][0]
     tcn, vectors, features, scores, value_logits = work[0], work[1], work[2], work[3], work[4]
     column, kernel = work[7], layout[14]
     rep_first, rep_blocks = layout[12], layout[13]
@@ -692,6 +694,12 @@ def _initial_rows_fused(
         _matvec(project_w, features, state)
         state += project_b
         _vector_blocks(packed, rep_first, rep_blocks, state, vectors[0], vectors[1])
+        # The representation's final LayerNorm.
+        mean = state.mean()
+        variance = ((state - mean) ** 2).mean()
+        inv = np.float32(1.0) / np.sqrt(variance + norm_eps)
+        for c in range(state.shape[0]):
+            state[c] = (state[c] - mean) * inv * norm_g[c] + norm_b[c]
         out_hidden[r] = state
         _heads_row(packed, heads, layout, state, vectors, value_logits, out_policy[r], out_value[r : r + 1])
 
@@ -884,6 +892,8 @@ class NumbaFunctions:
         self.value_head_wt = np.ascontiguousarray(self.value_head_w.T)
 
         rep = snapshot.representation
+        self.rep_norm_g, self.rep_norm_b = _t(rep.norm.weight), _t(rep.norm.bias)
+        self.rep_norm_eps = float(rep.norm.eps)
         self.rep_convs = [
             (
                 # im2col weight: [x(t - (K-1)d), ..., x(t)] (K * C_in) -> C_out
@@ -913,6 +923,9 @@ class NumbaFunctions:
             np.array([self.rep_attention_b], np.float32),
             np.ascontiguousarray(np.pad(rep_project_w, ((0, 0), (0, padded - rep_project_w.shape[1])))),
             self.rep_project_b,
+            self.rep_norm_g,
+            self.rep_norm_b,
+            np.array([self.rep_norm_eps], np.float32),
         )
         self._work = (
             np.zeros((2, cfg.window, cfg.tcn_channels), np.float32),  # TCN activations
@@ -1062,7 +1075,13 @@ class NumbaFunctions:
         features = np.concatenate([pooled, windows[:, -1, :]], axis=1).astype(np.float32)
         state = _mm(features, self.rep_project_wt) + self.rep_project_b
         tmp, tmp2 = self._buffers(rows, 2, self.cfg.hidden)
-        return self._blocks(state, self.rep_first, self.cfg.representation_blocks, tmp, tmp2).copy()
+        hidden = self._blocks(state, self.rep_first, self.cfg.representation_blocks, tmp, tmp2).copy()
+        mean = hidden.mean(axis=1, keepdims=True)
+        centred = hidden - mean
+        variance = (centred * centred).mean(axis=1, keepdims=True)
+        return (centred / np.sqrt(variance + self.rep_norm_eps) * self.rep_norm_g + self.rep_norm_b).astype(
+            np.float32
+        )
 
     # ---- the interface
 

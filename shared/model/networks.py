@@ -52,7 +52,8 @@ class CausalConv1d(nn.Module):
 
 
 class RepresentationNetwork(nn.Module):
-    """Causal TCN over the (32, 15) window, attention pooling over time, skip of the current row."""
+    """Causal TCN over the (32, 15) window, attention pooling over time, skip of the current row,
+    residual blocks, then LayerNorm."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -65,6 +66,9 @@ class RepresentationNetwork(nn.Module):
         self.attention = nn.Linear(cfg.tcn_channels, 1)
         self.project = nn.Linear(cfg.tcn_channels + cfg.n_features, cfg.hidden)
         self.blocks = _blocks(cfg.representation_blocks, cfg.hidden, cfg.dropout)
+        # The same normalisation as the dynamics' next hidden state, so the prediction heads and
+        # the dynamics read one kind of state, whether it came from a window or from an unroll.
+        self.norm = nn.LayerNorm(cfg.hidden)
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         """window (B, 32, 15) -> hidden (B, H)."""
@@ -75,7 +79,7 @@ class RepresentationNetwork(nn.Module):
         x = x.transpose(1, 2)  # (B, T, C)
         weights = torch.softmax(self.attention(x).squeeze(-1), dim=1)  # over the 32 steps
         pooled = torch.einsum("bt,btc->bc", weights, x)
-        return self.blocks(self.project(torch.cat([pooled, window[:, -1, :]], dim=1)))
+        return self.norm(self.blocks(self.project(torch.cat([pooled, window[:, -1, :]], dim=1))))
 
 
 class OutcomeNetwork(nn.Module):

@@ -110,4 +110,4 @@ def test_up_runs_the_pipeline_on_the_bundled_sample(tmp_path: Path) -> None:
 
 def test_model_info_prints_the_exact_parameter_count() -> None:
     out = smz("model", "info")
-    assert "2,446,226" in out and last_json(out)["parameters"] == 2_446_226
+    assert "2,446,738" in out and last_json(out)["parameters"] == 2_446_738

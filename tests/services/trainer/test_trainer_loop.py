@@ -15,6 +15,7 @@ from services.cli import app
 from services.jobs.features import run_features
 from services.jobs.synth import run_synth
 from services.trainer.settings import TrainerSettings
+from services.trainer.state import read_history
 from services.trainer.worker import run_training
 from shared.model.checkpoint import list_checkpoints, load_checkpoint, read_pointer, resolve_checkpoint
 from shared.model.config import ModelConfig
@@ -96,11 +97,28 @@ def test_trains_checkpoints_and_resumes(db: Path, tmp_path: Path) -> None:
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in pngs)
 
 
-def test_refuses_missing_budget_and_workers(db: Path, tmp_path: Path) -> None:
+def test_refuses_a_missing_budget(db: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--minutes or --episodes"):
         run_training(TrainerSettings(db=db, instrument="SYNTHJPY", out=tmp_path / "x"), FAST, SMALL)
-    with pytest.raises(ValueError, match="workers"):
-        run_training(settings(db, tmp_path / "y", 4).model_copy(update={"workers": 2}), FAST, SMALL)
+
+
+def test_two_workers_overlap_selfplay_with_learning_and_resume(db: Path, tmp_path: Path) -> None:
+    """A self-play process feeds the learner, plays with the weights it publishes, keeps the
+    single-process ratio of updates per episode, and a restart resumes from the checkpoint."""
+    out = tmp_path / "w2"
+    two = settings(db, out, episodes=12).model_copy(update={"workers": 2, "publish_every": 2})
+    first = run_training(two, FAST, SMALL)
+    assert first["episodes"] == 12 and first["updates"] == 6  # 3 updates per 4 episodes once ready
+    rounds = [r for r in read_history(out) if r["kind"] == "round"]
+    assert [r["episodes"] for r in rounds] == [4, 8, 12]
+    # Weights reached self-play: later rounds were played by weights the learner had published.
+    assert rounds[0]["selfplay_weights_step"] == 0
+    assert max(r["selfplay_weights_step"] for r in rounds) > 0
+    assert all(r["selfplay_weights_step"] <= r["updates"] for r in rounds)
+    assert load_checkpoint(resolve_checkpoint(out)).manifest.training_step == 6
+
+    second = run_training(two.model_copy(update={"episodes": 4}), FAST, SMALL)
+    assert second["episodes"] == 16 and second["updates"] == 9
 
 
 def test_prometheus_metrics_are_served(db: Path, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def net() -> MuZeroNetwork:
 
 def test_default_size_and_exact_parameter_count(net: MuZeroNetwork) -> None:
     counts = parameter_counts_by_network(net)
-    assert sum(counts.values()) == parameter_count(net) == 2_446_226
+    assert sum(counts.values()) == parameter_count(net) == 2_446_738
     assert 2_300_000 <= parameter_count(net) <= 2_500_000
 
 

@@ -344,9 +344,10 @@ def _alternate(
 
 
 def _overlap(trainer: _Trainer, done: Callable[[], bool]) -> None:
-    """``workers - 1`` self-play processes feed the learner in this process, which keeps the
-    single-process ratio of updates per episode and publishes its weights every
-    ``publish_every`` updates."""
+    """``workers - 1`` self-play processes feed the learner in this process. The learner keeps the
+    single-process ratio of updates per episode (it takes a round only once the previous round's
+    updates are done, so a slow learner holds self-play back instead of falling behind) and
+    publishes its weights every ``publish_every`` updates."""
     run, settings = trainer.run, trainer.run.settings
     ctx = mp.get_context("spawn")
     weights = SharedWeights(run.model, ctx)
@@ -368,32 +369,40 @@ def _overlap(trainer: _Trainer, done: Callable[[], bool]) -> None:
     per_episode = settings.updates_per_round / settings.sessions_per_round
     budget = 0.0  # updates owed for the episodes received so far
     since_publish = 0
+    round_losses: list[LossParts] | None = None  # the updates owed for the last round received
     try:
-        while not done():
+        while True:
             if not all(actor.is_alive() for actor in actors):
                 raise RuntimeError("a self-play process died; see its error above")
-            try:
-                collected = rounds.get(timeout=0.5 if budget < 1 else 0.0)
-            except queue_module.Empty:
-                collected = None
-            if collected is not None:
-                trainer.add_round(
-                    collected.round, collected.temperature, collected.seconds, collected.weights_step
-                )
-                episodes.value = run.counters.episodes
-                if run.replay.ready:
-                    budget += per_episode * len(collected.round.trajectories)
-            losses = trainer.learn(min(int(budget), settings.publish_every - since_publish))
-            budget -= len(losses)
-            since_publish += len(losses)
-            if since_publish >= settings.publish_every:
-                weights.publish(run.model, run.counters.updates)
-                since_publish = 0
-            if collected is not None:
-                trainer.log_round(losses)
+            if budget >= 1:
+                losses = trainer.learn(min(int(budget), settings.publish_every - since_publish))
+                budget -= len(losses)
+                since_publish += len(losses)
+                if round_losses is not None:
+                    round_losses.extend(losses)
+                if since_publish >= settings.publish_every:
+                    weights.publish(run.model, run.counters.updates)
+                    since_publish = 0
+                continue
+            # The last round's updates are done: log it, validate if due, then take the next one.
+            if round_losses is not None:
+                trainer.log_round(round_losses)
+                round_losses = None
                 if trainer.validation_due() and not done():
                     trainer.validate_and_save()
-        trainer.learn(int(budget))  # the updates owed for the last rounds, as one process would
+            if done():
+                break
+            try:
+                collected = rounds.get(timeout=0.5)
+            except queue_module.Empty:
+                continue
+            trainer.add_round(
+                collected.round, collected.temperature, collected.seconds, collected.weights_step
+            )
+            episodes.value = run.counters.episodes
+            round_losses = []
+            if run.replay.ready:
+                budget += per_episode * len(collected.round.trajectories)
         weights.publish(run.model, run.counters.updates)
     finally:
         stop.set()

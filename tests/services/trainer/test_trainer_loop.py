@@ -108,17 +108,17 @@ def test_two_workers_overlap_selfplay_with_learning_and_resume(db: Path, tmp_pat
     out = tmp_path / "w2"
     two = settings(db, out, episodes=12).model_copy(update={"workers": 2, "publish_every": 2})
     first = run_training(two, FAST, SMALL)
-    assert first["episodes"] == 12 and first["updates"] == 6  # 3 updates per 4 episodes once ready
+    assert first["episodes"] == 12 and first["updates"] == 9  # 3 updates per round of 4, as one process
     rounds = [r for r in read_history(out) if r["kind"] == "round"]
     assert [r["episodes"] for r in rounds] == [4, 8, 12]
     # Weights reached self-play: later rounds were played by weights the learner had published.
     assert rounds[0]["selfplay_weights_step"] == 0
     assert max(r["selfplay_weights_step"] for r in rounds) > 0
     assert all(r["selfplay_weights_step"] <= r["updates"] for r in rounds)
-    assert load_checkpoint(resolve_checkpoint(out)).manifest.training_step == 6
+    assert load_checkpoint(resolve_checkpoint(out)).manifest.training_step == 9
 
     second = run_training(two.model_copy(update={"episodes": 4}), FAST, SMALL)
-    assert second["episodes"] == 16 and second["updates"] == 9
+    assert second["episodes"] == 16 and second["updates"] == 12
 
 
 def test_prometheus_metrics_are_served(db: Path, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -84,6 +85,7 @@ class SplitName(StrEnum):
     train = "train"
     validation = "validation"
     test = "test"
+    all = "all"
 
 
 @app.command()
@@ -101,8 +103,16 @@ def evaluate(
             help="Evaluate the agent of this checkpoint (a checkpoint directory, or a root: its best)."
         ),
     ] = None,
+    start: Annotated[
+        datetime | None, typer.Option(help="Only sessions starting at or after this UTC time.")
+    ] = None,
+    end: Annotated[datetime | None, typer.Option(help="Only sessions ending before this UTC time.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write a PNG equity curve here, with the baselines beside it.")
+    ] = None,
 ) -> None:
-    """Run a policy over every session of a split; the last line is the metrics as JSON."""
+    """Run a policy over every session of a split (and date range); the last line is the metrics
+    as JSON."""
     from services.jobs.evaluate import run_evaluate
     from shared.model.checkpoint import CheckpointError
 
@@ -116,11 +126,21 @@ def evaluate(
             spread_pips=spread,
             trades_csv=trades_csv,
             checkpoint=checkpoint,
+            start=_utc(start),
+            end=_utc(end),
+            plot=plot,
         )
     except (LookupError, ValueError, CheckpointError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     _print_json(report)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Times given without a zone are UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 @app.command()
@@ -172,6 +192,9 @@ def train(
     initial_temperature: Annotated[
         float, typer.Option(help="Visit temperature of the first episode (SPEC: 10).")
     ] = 10.0,
+    final_temperature: Annotated[
+        float, typer.Option(help="Visit temperature once the decay is over (SPEC: 1).")
+    ] = 1.0,
     td_steps: Annotated[int, typer.Option(help="n of the n-step value target.")] = 10,
     validation_sessions: Annotated[
         int, typer.Option(help="Validation sessions per validation (at most).")
@@ -200,6 +223,7 @@ def train(
         config = TrainingConfig(
             temperature_decay_episodes=temperature_decay_episodes,
             initial_temperature=initial_temperature,
+            final_temperature=final_temperature,
             td_steps=td_steps,
         )
         summary = run_training(settings, config)

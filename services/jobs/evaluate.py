@@ -8,14 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.dataset import Dataset
 from shared.env import TRADE_LOG_FIELDS, EnvConfig, MarketData
 from shared.evaluation import EvaluationResult, evaluate_policy
 from shared.model.checkpoint import MANIFEST_FILE, load_checkpoint, read_pointer, resolve_checkpoint
 from shared.model.inference import make_model_functions
 from shared.policies import HoldPolicy, MomentumPolicy, OraclePolicy, Policy, RandomPolicy, SearchPolicy
 from shared.search import SearchConfig
-from shared.sessions import SPLITS, tile_sessions
+from shared.sessions import SESSION_BARS, SPLITS, tile_sessions
 from shared.store import Store
+
+BASELINES = ("hold", "random", "momentum", "oracle")
 
 
 def make_policy(name: str, store: Store, instrument: str, bars_ts: np.ndarray, seed: int) -> Policy:
@@ -47,6 +50,22 @@ def checkpoint_policy(path: Path, simulations: int = 25) -> tuple[Policy, str]:
     return SearchPolicy(fns, SearchConfig(num_simulations=simulations)), loaded.manifest.version
 
 
+def session_starts(
+    dataset: Dataset, split: str, start: datetime | None = None, end: datetime | None = None
+) -> np.ndarray:
+    """Non-overlapping sessions of a split (or of ``all`` splits) that lie wholly in [start, end)."""
+    if split != "all" and split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)} or all")
+    names = SPLITS if split == "all" else (split,)
+    starts = np.sort(np.concatenate([dataset.starts_of(name) for name in names]))
+    ts = dataset.bars.ts
+    if start is not None:
+        starts = starts[ts[starts] >= int(start.timestamp())]
+    if end is not None:
+        starts = starts[ts[starts + SESSION_BARS - 1] < int(end.timestamp())]
+    return tile_sessions(starts)
+
+
 def run_evaluate(
     db: Path,
     instrument: str,
@@ -56,33 +75,83 @@ def run_evaluate(
     spread_pips: float = 4.0,
     trades_csv: Path | None = None,
     checkpoint: Path | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    plot: Path | None = None,
 ) -> tuple[dict[str, object], EvaluationResult]:
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    """Evaluate a baseline, or a checkpoint's agent, over the sessions of a split and date range.
+
+    ``plot`` writes a PNG of the equity curve with the baselines beside it, on the same sessions.
+    """
     with Store(db, read_only=True) as store:
         dataset = store.load_dataset(instrument)
-        if checkpoint is None:
-            policy = make_policy(policy_name, store, instrument, dataset.bars.ts, seed)
+        starts = session_starts(dataset, split, start, end)
+        if len(starts) == 0:
+            window = f" between {start} and {end}" if start or end else ""
+            raise LookupError(f"{instrument} has no complete session in the {split} split{window}")
+        has_regimes = len(store.load_regimes(instrument)[1]) > 0
+        policies: dict[str, Policy] = {}
+        names = [policy_name] if checkpoint is None else []
+        if plot is not None:
+            names += [b for b in BASELINES if b != "oracle" or has_regimes]
+        for name in dict.fromkeys(names):
+            policies[name] = make_policy(name, store, instrument, dataset.bars.ts, seed)
     version = None
     if checkpoint is not None:
         policy, version = checkpoint_policy(checkpoint)
         policy_name = "muzero"
-    starts = tile_sessions(dataset.starts_of(split))
-    if len(starts) == 0:
-        raise LookupError(f"{instrument} has no complete session in the {split} split")
+        policies = {policy_name: policy, **policies}
     market = MarketData(instrument, dataset.bars.ts, dataset.bars.close, dataset.features)
-    result = evaluate_policy(market, starts, policy, EnvConfig(spread_pips=spread_pips))
+    env_config = EnvConfig(spread_pips=spread_pips)
+    results = {name: evaluate_policy(market, starts, p, env_config) for name, p in policies.items()}
+    result = results[policy_name]
     if trades_csv is not None:
         write_trades_csv(result, trades_csv)
+    if plot is not None:
+        title = f"{instrument} {split}" + (f" ({version})" if version else "")
+        plot_equity(results, policy_name, title, plot)
     report = {
         "instrument": instrument,
         "split": split,
+        **({"start": start.isoformat()} if start else {}),
+        **({"end": end.isoformat()} if end else {}),
         "policy": policy_name,
         **({"checkpoint": version} if version else {}),
         "spread_pips": spread_pips,
         **result.metrics.model_dump(),
     }
     return report, result
+
+
+def plot_equity(results: dict[str, EvaluationResult], main: str, title: str, path: Path) -> Path:
+    """Cumulative P&L in pips at each trade's exit time, one line per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 5))
+    for name, result in results.items():
+        trades = result.trades.chronological()
+        times = [datetime.fromtimestamp(int(t), UTC) for t in trades.exit_ts]
+        m = result.metrics
+        label = f"{name}: {m.expectancy_pips:+.2f} pips/trade over {m.trades} trades"
+        ax.step(
+            times,
+            np.cumsum(trades.pnl_pips),
+            where="post",
+            label=label,
+            linewidth=2.0 if name == main else 1.0,
+        )
+    ax.axhline(0.0, color="grey", linewidth=0.5)
+    ax.set(title=f"equity, {title}", xlabel="exit time (UTC)", ylabel="cumulative P&L (pips)")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _iso(ts: int) -> str:

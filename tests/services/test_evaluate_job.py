@@ -111,3 +111,36 @@ def test_up_runs_the_pipeline_on_the_bundled_sample(tmp_path: Path) -> None:
 def test_model_info_prints_the_exact_parameter_count() -> None:
     out = smz("model", "info")
     assert "2,446,738" in out and last_json(out)["parameters"] == 2_446_738
+
+
+def test_date_range_all_splits_and_equity_plot(synth_db: Path, tmp_path: Path) -> None:
+    base = ("evaluate", "--db", synth_db, "--instrument", "SYNTHJPY", "--policy", "momentum")
+    everything = last_json(smz(*base, "--split", "all"))
+    splits = [last_json(smz(*base, "--split", s))["sessions"] for s in ("train", "validation", "test")]
+    assert everything["sessions"] == sum(splits)
+    # 120,000 synthetic bars start on 2020-01-06; a range keeps only the sessions wholly inside it.
+    ranged = last_json(smz(*base, "--split", "all", "--start", "2020-02-01", "--end", "2020-03-01"))
+    assert 0 < ranged["sessions"] < everything["sessions"]
+    assert ranged["start"] == "2020-02-01T00:00:00+00:00" and ranged["end"] == "2020-03-01T00:00:00+00:00"
+    trades = tmp_path / "trades.csv"
+    png = tmp_path / "equity.png"
+    smz(
+        *base,
+        "--split",
+        "all",
+        "--start",
+        "2020-02-01",
+        "--end",
+        "2020-03-01",
+        "--trades-csv",
+        trades,
+        "--plot",
+        png,
+    )
+    with trades.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == ranged["trades"]
+    assert all("2020-02-01" <= r["entry_ts"] and r["exit_ts"] < "2020-03-01" for r in rows)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    result = runner.invoke(app, [str(a) for a in (*base, "--start", "2031-01-01")])
+    assert result.exit_code == 2 and "no complete session" in result.output

@@ -808,8 +808,10 @@ class NumbaFunctions:
         # Above small_batch_rows, hand every call to this backend instead (the "auto" hybrid).
         self.large_batch = large_batch
         threads = threads or os.cpu_count() or 1
-        torch.set_num_threads(threads)
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        # After numba: its OpenMP layer starts its pool with every core and so resets the OpenMP
+        # thread count that torch's kernels use (measured: a second busy thread at threads=1).
+        torch.set_num_threads(threads)
         self._rows_kernel = _rows_kernel_parallel if threads > 1 else _rows_kernel_serial
 
         # Every square (H, H) Linear, in this order, with the LayerNorm that follows it (if any).

@@ -140,7 +140,7 @@ def test_date_range_all_splits_and_equity_plot(synth_db: Path, tmp_path: Path) -
     with trades.open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == ranged["trades"]
-    assert all("2020-02-01" <= r["entry_ts"] and r["exit_ts"] < "2020-03-01" for r in rows)
+    assert all(r["entry_ts"] >= "2020-02-01" and r["exit_ts"] < "2020-03-01" for r in rows)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     result = runner.invoke(app, [str(a) for a in (*base, "--start", "2031-01-01")])
     assert result.exit_code == 2 and "no complete session" in result.output

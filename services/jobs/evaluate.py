@@ -13,12 +13,18 @@ from shared.env import TRADE_LOG_FIELDS, EnvConfig, MarketData
 from shared.evaluation import EvaluationResult, evaluate_policy
 from shared.model.checkpoint import MANIFEST_FILE, load_checkpoint, read_pointer, resolve_checkpoint
 from shared.model.inference import make_model_functions
-from shared.policies import HoldPolicy, MomentumPolicy, OraclePolicy, Policy, RandomPolicy, SearchPolicy
+from shared.policies import (
+    BASELINES,
+    HoldPolicy,
+    MomentumPolicy,
+    OraclePolicy,
+    Policy,
+    RandomPolicy,
+    SearchPolicy,
+)
 from shared.search import SearchConfig
 from shared.sessions import SESSION_BARS, SPLITS, tile_sessions
 from shared.store import Store
-
-BASELINES = ("hold", "random", "momentum", "oracle")
 
 
 def make_policy(name: str, store: Store, instrument: str, bars_ts: np.ndarray, seed: int) -> Policy:
@@ -93,7 +99,7 @@ def run_evaluate(
         policies: dict[str, Policy] = {}
         names = [policy_name] if checkpoint is None else []
         if plot is not None:
-            names += [b for b in BASELINES if b != "oracle" or has_regimes]
+            names += [*BASELINES, *(["oracle"] if has_regimes else [])]
         for name in dict.fromkeys(names):
             policies[name] = make_policy(name, store, instrument, dataset.bars.ts, seed)
     version = None

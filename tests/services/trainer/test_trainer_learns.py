@@ -6,6 +6,7 @@ measured on the test split, which training never sees, with the same evaluation 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -35,15 +36,22 @@ def test_ci_sized_run_beats_random(tmp_path: Path) -> None:
         episodes=CI_EPISODES,
         sessions_per_round=128,
         updates_per_round=400,
-        validate_every=CI_EPISODES // 2,
-        validation_sessions=32,
+        validate_every=CI_EPISODES,  # one validation, at the end
+        validation_sessions=16,
         threads=2,
         metrics_port=0,
         seed=0,
     )
+    began = time.monotonic()
     run_training(settings, CI_TRAINING, CI_MODEL)
+    trained = time.monotonic() - began
     agent, _ = run_evaluate(db, "SYNTHJPY", "test", "muzero", checkpoint=out)
     random, _ = run_evaluate(db, "SYNTHJPY", "test", "random")
+    print(
+        f"trained {CI_EPISODES} episodes in {trained:.0f} s; test split: agent "
+        f"{agent['expectancy_pips']:+.2f} pips over {agent['trades']} trades, random "
+        f"{random['expectancy_pips']:+.2f} over {random['trades']}"
+    )
     assert agent["trades"] >= 20, agent
     assert agent["expectancy_pips"] > random["expectancy_pips"] + MARGIN_PIPS, (agent, random)
 

@@ -169,7 +169,8 @@ def test_zeroed_heads_start_neutral() -> None:
     raw = model.initial_inference(torch.rand(4, 32, 15))
     from shared.model.support import logits_to_scalar
 
-    assert logits_to_scalar(raw.value_logits, SMALL.support_size).abs().max() > 1.0  # the problem
+    # the problem: a fresh network starts with arbitrary value estimates
+    assert logits_to_scalar(raw.value_logits, SMALL.support_size).abs().max() > 0.1
     zero_output_heads(model)
     out = model.initial_inference(torch.rand(4, 32, 15))
     assert logits_to_scalar(out.value_logits, SMALL.support_size).abs().max() < 1e-4

@@ -181,7 +181,12 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Checkpoint directory (resumes from its latest).")],
     minutes: Annotated[float | None, typer.Option(help="Train for this many minutes.")] = None,
     episodes: Annotated[int | None, typer.Option(help="Train for this many more episodes.")] = None,
-    workers: Annotated[int, typer.Option(help="Processes (1 for now).")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Processes: 1 alternates self-play and learning; W >= 2 runs W - 1 self-play processes beside the learner."
+        ),
+    ] = 1,
     sessions_per_round: Annotated[int, typer.Option(help="Self-play sessions stepped together.")] = 64,
     updates_per_round: Annotated[int, typer.Option(help="Learner updates after each round.")] = 40,
     validate_every: Annotated[int, typer.Option(help="Episodes between validations.")] = 100,
@@ -231,6 +236,24 @@ def train(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     _print_json(summary)
+
+
+class LiveService(StrEnum):
+    feature_builder = "feature-builder"
+    inference = "inference"
+    broker_gateway = "broker-gateway"
+
+
+@app.command()
+def serve(
+    service: Annotated[LiveService, typer.Argument(help="Which live service to run.")],
+) -> None:
+    """Run one live service until Ctrl-C or SIGTERM; settings come from SMZ_* environment variables
+    (docs/LIVE.md lists them)."""
+    import importlib
+
+    module = importlib.import_module(f"services.{service.value.replace('-', '_')}.main")
+    module.main()
 
 
 @app.command()

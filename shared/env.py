@@ -194,6 +194,21 @@ def position_features(
     return out
 
 
+def scale_position_trackers(
+    side: np.ndarray, trackers: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """(n, 6) float32 position columns from the side and the raw trackers (P&L pips, bars since
+    entry, pips from peak, max drawdown, accumulated drawdown): the one definition that the
+    environment and the live position state (``shared.position``) both use."""
+    # float32 tanh is vectorised (float64 tanh is a scalar libm call per element, 4x slower).
+    scaled = (trackers * ((side != 0) / POSITION_SCALE)[:, None]).astype(np.float32)
+    if out is None:
+        out = np.empty((len(side), N_POSITION), dtype=np.float32)
+    out[:, 0] = side
+    np.tanh(scaled, out=out[:, 1:])
+    return out
+
+
 @dataclass
 class StepResult:
     observation: np.ndarray  # (n, 32, 15) float32 at the next bar
@@ -273,12 +288,7 @@ class TradingEnv:
 
     def position_features(self) -> np.ndarray:
         """(n, 6) float32 position columns at each row's current bar."""
-        # float32 tanh is vectorised (float64 tanh is a scalar libm call per element, 4x slower).
-        scaled = (self.trackers * ((self.side != 0) / POSITION_SCALE)[:, None]).astype(np.float32)
-        out = self._pos
-        out[:, 0] = self.side
-        np.tanh(scaled, out=out[:, 1:])
-        return out
+        return scale_position_trackers(self.side, self.trackers, out=self._pos)
 
     def observation(self) -> np.ndarray:
         """(n, 32, 15) float32 windows at each row's current bar (a new array each call)."""

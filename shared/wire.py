@@ -1,0 +1,179 @@
+"""Messages between the live services (Redis streams and HTTP), one definition each.
+
+Flow of one closed bar:
+  feature_builder --WindowMessage--> Redis stream ``smz:windows``
+  inference worker (consumer group) --OrderRequest--> broker_gateway ``POST /v1/orders``
+  broker_gateway --PositionMessage--> Redis key ``smz:position:<account>:<instrument>`` and stream
+  ``smz:positions``, which the feature builder waits on before it publishes the next bar's window.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.position import ClosedTrade
+from shared.reward import N_ACTIONS
+from shared.schema import N_FEATURES, N_MARKET, SCHEMA_HASH, WINDOW
+
+WINDOWS_STREAM = "smz:windows"
+POSITIONS_STREAM = "smz:positions"
+INFERENCE_GROUP = "inference"
+
+
+def position_key(account: str, instrument: str) -> str:
+    return f"smz:position:{account}:{instrument}"
+
+
+def idempotency_key(account: str, instrument: str, bar_ts: int) -> str:
+    """One order per (account, instrument, bar): a retry of the same bar is the same order."""
+    return f"{account}:{instrument}:{bar_ts}"
+
+
+def check_window(window: np.ndarray) -> np.ndarray:
+    """Validate a (32, 15) observation window; returns it as float32 or raises ValueError saying why."""
+    w = np.asarray(window, dtype=np.float64)
+    if w.shape != (WINDOW, N_FEATURES):
+        raise ValueError(f"window must be {WINDOW} rows x {N_FEATURES} columns, got shape {w.shape}")
+    bad = ~np.isfinite(w)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"window holds a non-finite number at row {r}, column {c}")
+    pos = w[:, N_MARKET:]
+    if not (pos == pos[-1]).all():
+        raise ValueError("position columns 9-14 must be the same on every row (the current position)")
+    side, pips, bars, from_peak, max_dd, acc_dd = pos[-1]
+    if side not in (-1.0, 0.0, 1.0):
+        raise ValueError(f"position_side (column 9) must be -1, 0 or 1, got {side}")
+    if side == 0.0 and (pos[-1, 1:] != 0.0).any():
+        raise ValueError("a flat position (column 9 = 0) must have columns 10-14 all 0")
+    if not all(-1.0 <= v <= 1.0 for v in (pips, bars, from_peak, max_dd, acc_dd)):
+        raise ValueError("position columns 10-14 are tanh-scaled and must lie in [-1, 1]")
+    if bars < 0 or from_peak > 0 or max_dd > 0 or acc_dd < 0:
+        raise ValueError(
+            "impossible position state: need bars_since_entry >= 0, pips_from_peak <= 0, "
+            "max_drawdown_pips <= 0, accumulated_dd >= 0"
+        )
+    return w.astype(np.float32)
+
+
+class DecisionRequest(BaseModel):
+    """``POST /v1/decisions``: one window of one instrument."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instrument: str = Field(min_length=3, max_length=16, pattern=r"^[A-Z0-9]+$")
+    window: list[list[float]] = Field(description=f"{WINDOW} rows (oldest first) x {N_FEATURES} features")
+    schema_hash: str = Field(SCHEMA_HASH, description="feature schema hash of the window")
+
+    @field_validator("schema_hash")
+    @classmethod
+    def _same_schema(cls, value: str) -> str:
+        if value != SCHEMA_HASH:
+            raise ValueError(f"window made under feature schema {value!r}; this service uses {SCHEMA_HASH!r}")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _valid_window(cls, value: list[list[float]]) -> list[list[float]]:
+        if len(value) != WINDOW or any(len(row) != N_FEATURES for row in value):
+            lengths = sorted({len(row) for row in value})
+            raise ValueError(
+                f"window must be {WINDOW} rows x {N_FEATURES} columns, got {len(value)} rows of {lengths}"
+            )
+        check_window(np.asarray(value))
+        return value
+
+
+class Decision(BaseModel):
+    instrument: str
+    action: int = Field(ge=0, lt=N_ACTIONS)
+    action_name: str
+    visit_policy: list[float]
+    root_value: float
+    outcome_probabilities: list[float]  # (UP, NEUTRAL, DOWN) after the chosen action
+    model_version: str
+    search_ms: float
+
+
+class WindowMessage(BaseModel):
+    """One tradeable closed bar (``kind="window"``), or the first bar after a gap that broke a
+    session (``kind="session_break"``: no window, the gateway closes any open position)."""
+
+    kind: Literal["window", "session_break"] = "window"
+    instrument: str
+    bar_ts: int  # bar open time, epoch seconds UTC
+    close: float
+    schema_hash: str = SCHEMA_HASH
+    session_id: str
+    step: int  # bar's step in its session (-1 for a session break)
+    last_bar: bool = False
+    window: list[list[float]] | None = None
+    published_at: float = 0.0  # epoch seconds, for bar-to-order latency
+
+    @model_validator(mode="after")
+    def _window_for_windows(self) -> WindowMessage:
+        if self.kind == "window":
+            if self.window is None:
+                raise ValueError("a window message needs its window")
+            if self.schema_hash != SCHEMA_HASH:
+                raise ValueError(
+                    f"window made under feature schema {self.schema_hash!r}, not {SCHEMA_HASH!r}"
+                )
+        return self
+
+    def array(self) -> np.ndarray:
+        if self.window is None:
+            raise ValueError("no window in a session break")
+        return check_window(np.asarray(self.window))
+
+
+class OrderRequest(BaseModel):
+    """``POST /v1/orders`` on the broker gateway."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    idempotency_key: str = Field(min_length=1, max_length=200)
+    account: str = Field(min_length=1, max_length=64)
+    instrument: str = Field(min_length=3, max_length=16, pattern=r"^[A-Z0-9]+$")
+    bar_ts: int
+    close: float
+    action: int = Field(ge=0, lt=N_ACTIONS)
+    kind: Literal["decision", "session_break"] = "decision"
+    session_id: str
+    step: int
+    last_bar: bool = False
+    model_version: str = ""
+    published_at: float = 0.0
+
+    @field_validator("close")
+    @classmethod
+    def _finite_positive(cls, value: float) -> float:
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"close must be a finite positive price, got {value}")
+        return value
+
+
+class OrderResult(BaseModel):
+    idempotency_key: str
+    status: Literal["filled", "held", "refused"]  # held: a HOLD changed nothing
+    action: int
+    valid: bool
+    reason: str = ""
+    reward: float = 0.0
+    trade: ClosedTrade | None = None
+    position_side: int = 0
+    duplicate: bool = False  # the key was seen before: this is the first result, replayed
+
+
+class PositionMessage(BaseModel):
+    """The gateway's position after a bar's order: what the next window's columns 9-14 start from."""
+
+    account: str
+    instrument: str
+    as_of_bar_ts: int  # the bar whose order produced this state (0: none yet)
+    session_id: str
+    state: dict[str, float | int]  # ``PositionState.to_dict()``

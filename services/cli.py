@@ -184,7 +184,7 @@ def train(
     workers: Annotated[
         int,
         typer.Option(
-            help="Processes: 1 alternates self-play and learning; W >= 2 runs W - 1 self-play processes beside the learner."
+            help="Processes: 1 alternates self-play and learning; W >= 2 adds W - 1 self-play processes."
         ),
     ] = 1,
     sessions_per_round: Annotated[int, typer.Option(help="Self-play sessions stepped together.")] = 64,

@@ -167,11 +167,27 @@ def up(
     db: Annotated[Path, typer.Option("--db", help="DuckDB file for the demo data.")] = Path(
         "data/demo.duckdb"
     ),
+    checkpoints: Annotated[
+        Path, typer.Option(help="Checkpoint directory; trained first if it holds none.")
+    ] = Path("runs/demo"),
+    run_dir: Annotated[Path, typer.Option(help="Logs and the gateway's ledger.")] = Path("runs/live"),
+    train_minutes: Annotated[float, typer.Option(help="Length of the first training run.")] = 3.0,
+    pace_ms: Annotated[
+        float, typer.Option(help="Replay pace in ms per bar (0: as fast as possible).")
+    ] = 20.0,
+    exit_when_done: Annotated[
+        bool, typer.Option(help="Stop the stack when the replay is over instead of serving on.")
+    ] = False,
 ) -> None:
-    """The main job: the data pipeline on the bundled real sample (the live stack comes later)."""
+    """The main job: the whole live stack replaying the bundled real sample into paper trading."""
+    from services.jobs.stack import StackError
     from services.jobs.up import run_up
 
-    run_up(db)
+    try:
+        _print_json(run_up(db, checkpoints, run_dir, train_minutes, pace_ms, exit_when_done))
+    except (StackError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command()

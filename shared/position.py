@@ -95,6 +95,8 @@ class PositionState:
 
     def features(self) -> np.ndarray:
         """The 6 position columns (float32), computed by the environment's own function."""
+        if not self.side:  # +0.0 everywhere, as in the environment's windows (never -0.0)
+            return np.zeros(6, dtype=np.float32)
         trackers = np.array([[self.pnl, self.bars_since_entry, self.dd, self.min_dd, self.acc_dd]])
         return scale_position_trackers(np.array([self.side], dtype=np.int8), trackers)[0]
 

@@ -1,0 +1,85 @@
+"""Feature builder settings from environment variables (prefix SMZ_FEATURE_BUILDER_)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.instruments import validate_instrument
+from shared.schema import WARMUP_BARS
+from shared.wire import POSITIONS_STREAM, WINDOWS_STREAM
+
+DEFAULT_HISTORY_BARS = WARMUP_BARS + 300  # warm-up bars before the first live bar
+
+
+class FeatureBuilderSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMZ_FEATURE_BUILDER_", frozen=True)
+
+    instrument: str
+    source: Literal["duckdb", "file", "oanda"] = "duckdb"
+    # Replay sources: live bars are those with start <= ts < end (UTC); history is what comes before.
+    db: Path | None = None  # source=duckdb
+    file: Path | None = None  # source=file: a bar file or the vendor's zip (any format `smz ingest` reads)
+    file_format: str = "auto"  # as `smz ingest --format`
+    file_tz: str | None = None  # as `smz ingest --tz`
+    start: datetime | None = None  # ISO-8601; a time without zone means UTC
+    end: datetime | None = None
+    pace_ms: float = Field(0.0, ge=0)  # 0: as fast as possible; N: one bar every N ms
+    realtime: bool = False  # replay at the bars' own pace (timestamp differences); overrides pace_ms
+    history_bars: int = Field(DEFAULT_HISTORY_BARS, ge=WARMUP_BARS)
+    # OANDA v20 practice feed.
+    oanda_url: str = "https://api-fxpractice.oanda.com"
+    oanda_token: SecretStr | None = None
+    poll_seconds: float = Field(5.0, gt=0)
+    # Redis and the protocol of shared.wire.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    windows_stream: str = WINDOWS_STREAM
+    positions_stream: str = POSITIONS_STREAM
+    windows_maxlen: int = Field(100_000, ge=0)  # approximate trim of the windows stream; 0: never trim
+    account: str = Field("paper", min_length=1, max_length=64)
+    spread_pips: float = Field(4.0, ge=0)  # must match the broker gateway's and the backtest's
+    position_wait_seconds: float = Field(30.0, gt=0)  # log an error (and keep waiting) after this
+    # Operations.
+    log_every: int = Field(1000, ge=1)  # a progress line every N live bars
+    metrics_port: int = Field(9102, ge=0, le=65535)  # Prometheus endpoint; 0 turns it off
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers, so Prometheus can scrape it
+
+    @field_validator("instrument")
+    @classmethod
+    def _instrument(cls, value: str) -> str:
+        return validate_instrument(value)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _range(self) -> FeatureBuilderSettings:
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end.isoformat()}) must be after start ({self.start.isoformat()})")
+        return self
+
+    def check_source(self) -> None:
+        """What the chosen source needs (checked when the service builds it, so that tests can inject
+        a source of their own)."""
+        if self.source == "duckdb" and self.db is None:
+            raise ValueError("source=duckdb needs SMZ_FEATURE_BUILDER_DB")
+        if self.source == "file" and self.file is None:
+            raise ValueError("source=file needs SMZ_FEATURE_BUILDER_FILE")
+        if self.source == "oanda" and self.oanda_token is None:
+            raise ValueError("source=oanda needs SMZ_FEATURE_BUILDER_OANDA_TOKEN")
+
+    @property
+    def start_ts(self) -> int | None:
+        return None if self.start is None else int(self.start.timestamp())
+
+    @property
+    def end_ts(self) -> int | None:
+        return None if self.end is None else int(self.end.timestamp())

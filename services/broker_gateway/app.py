@@ -1,0 +1,219 @@
+"""The broker gateway's HTTP API: orders in, positions and trades out, the kill switch, health and metrics."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from services.broker_gateway.brokers import Broker, PaperBroker
+from services.broker_gateway.engine import Gateway, OrderConflictError
+from services.broker_gateway.ledger import PositionRecord
+from services.broker_gateway.oanda import OandaBroker
+from services.broker_gateway.settings import GatewaySettings
+from shared.wire import OrderRequest, OrderResult
+
+
+class PositionView(BaseModel):
+    account: str
+    instrument: str
+    side: int  # 1 long, -1 short, 0 flat
+    side_name: Literal["long", "short", "flat"]
+    entry_price: float | None
+    entry_ts: int | None  # epoch seconds UTC of the entry bar
+    bars_since_entry: int
+    unrealized_pnl_pips: float  # at the last mark, spread included (what closing there would make)
+    as_of_bar_ts: int  # the bar whose order produced this state (0: none yet)
+    session_id: str
+    model_version: str  # of the model that opened the position
+    broker_entry_price: float | None
+
+
+class TradeView(BaseModel):
+    """One closed trade: the fields of ``shared.env.TRADE_LOG_FIELDS``, then the gateway's own."""
+
+    instrument: str
+    side: Literal["long", "short"]
+    entry_ts: int
+    entry_price: float
+    exit_ts: int
+    exit_price: float
+    pnl_pips: float
+    bars_held: int
+    exit_reason: str
+    model_version: str
+    account: str
+    broker_entry_price: float | None
+    broker_exit_price: float | None
+    broker_trade_id: str | None
+
+
+class HaltRequest(BaseModel):
+    reason: str = Field("", max_length=500)
+
+
+class HaltStatus(BaseModel):
+    halted: bool
+    reason: str = ""
+    since: int = 0  # epoch seconds of the last change
+
+
+def make_broker(settings: GatewaySettings) -> Broker:
+    if settings.broker == "oanda":
+        assert settings.oanda_token is not None  # checked by the settings
+        return OandaBroker(
+            account_id=settings.oanda_account_id,
+            token=settings.oanda_token.get_secret_value(),
+            base_url=settings.oanda_url,
+            units=settings.oanda_units,
+            timeout=settings.oanda_timeout_seconds,
+        )
+    return PaperBroker()
+
+
+def _position_view(record: PositionRecord) -> PositionView:
+    s = record.state
+    return PositionView(
+        account=record.account,
+        instrument=record.instrument,
+        side=s.side,
+        side_name={1: "long", -1: "short"}.get(s.side, "flat"),  # type: ignore[arg-type]
+        entry_price=s.entry_price if s.side else None,
+        entry_ts=s.entry_ts if s.side else None,
+        bars_since_entry=int(s.bars_since_entry) if s.side else 0,
+        unrealized_pnl_pips=s.pnl if s.side else 0.0,
+        as_of_bar_ts=record.last_bar_ts or 0,
+        session_id=record.session_id,
+        model_version=record.entry_model_version,
+        broker_entry_price=record.broker_entry_price,
+    )
+
+
+_bearer = HTTPBearer(auto_error=False, description="SMZ_GATEWAY_TOKEN")
+
+
+def require_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """401 unless the request carries ``Authorization: Bearer <the app's token>``."""
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing bearer token: send the header 'Authorization: Bearer <SMZ_GATEWAY_TOKEN>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    # Constant-time comparison: the time taken must not tell how much of a guess was right.
+    if not hmac.compare_digest(credentials.credentials.encode(), request.app.state.token):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid bearer token",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+
+
+_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {401: {"description": "Missing or wrong bearer token"}}
+
+
+def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastAPI:
+    """The gateway app; the ledger, Redis and broker are opened at startup and closed at shutdown."""
+    gateway = Gateway(settings, broker or make_broker(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gateway.start()
+        try:
+            yield
+        finally:
+            gateway.stop()
+
+    app = FastAPI(
+        title="micro-muzero broker gateway",
+        description="Executes the model's orders bar by bar (SPEC section 5), keeps the ledger and "
+        "publishes positions to Redis. See docs/GATEWAY.md.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.state.token = settings.token.get_secret_value().encode()
+    auth = [Depends(require_token)]
+
+    # Sync handlers: they block on the broker, DuckDB and Redis, so FastAPI runs them in its threadpool.
+    @app.post(
+        "/v1/orders",
+        response_model=OrderResult,
+        dependencies=auth,
+        responses={
+            **_UNAUTHORIZED,
+            409: {"description": "Out of order, or the key was used for another order"},
+        },
+    )
+    def post_order(order: OrderRequest) -> OrderResult:
+        """Process one bar's order; a repeated idempotency key replays the first result."""
+        try:
+            return gateway.submit(order)
+        except OrderConflictError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+    @app.post("/v1/halt", response_model=HaltStatus, dependencies=auth, responses=_UNAUTHORIZED)
+    def halt(body: HaltRequest | None = None) -> HaltStatus:
+        """Kill switch on: new entries are refused (closes still go through). Survives a restart."""
+        return HaltStatus(**gateway.set_halted(True, body.reason if body else ""))
+
+    @app.post("/v1/resume", response_model=HaltStatus, dependencies=auth, responses=_UNAUTHORIZED)
+    def resume(body: HaltRequest | None = None) -> HaltStatus:
+        """Kill switch off."""
+        return HaltStatus(**gateway.set_halted(False, body.reason if body else ""))
+
+    @app.get("/v1/halt", response_model=HaltStatus, dependencies=auth, responses=_UNAUTHORIZED)
+    def halt_status() -> HaltStatus:
+        return HaltStatus(**gateway.halt_status())
+
+    @app.get("/v1/positions", response_model=list[PositionView], dependencies=auth, responses=_UNAUTHORIZED)
+    def positions(account: str | None = None, instrument: str | None = None) -> list[PositionView]:
+        """Every (account, instrument) position the gateway keeps, flat ones included."""
+        return [
+            _position_view(r)
+            for r in gateway.positions()
+            if (account is None or r.account == account)
+            and (instrument is None or r.instrument == instrument)
+        ]
+
+    @app.get("/v1/trades", response_model=list[TradeView], dependencies=auth, responses=_UNAUTHORIZED)
+    def trades(
+        instrument: str | None = None,
+        account: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+    ) -> list[TradeView]:
+        """The last ``limit`` closed trades, oldest first."""
+        return [TradeView(**row) for row in gateway.ledger.trades(instrument, account, limit)]
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz(response: Response) -> dict[str, Any]:
+        """Ready when the ledger and Redis answer (503 otherwise, with what failed)."""
+        checks: dict[str, str] = {}
+        for name, probe in (("ledger", lambda: gateway.ledger.ping()), ("redis", gateway.redis.ping)):
+            try:
+                probe()
+                checks[name] = "ok"
+            except Exception as exc:  # any failure means not ready; say which
+                checks[name] = f"error: {type(exc).__name__}: {exc}"
+        ready = all(v == "ok" for v in checks.values())
+        if not ready:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"ready": ready, **checks, "halted": gateway.risk.halted, "broker": gateway.broker.name}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,479 @@
+"""Order processing: one bar's order through the risk checks, the position state machine, the broker,
+the ledger and Redis, serialised per (account, instrument).
+
+The trading arithmetic is ``shared.position.PositionState``'s alone (the backtest's, bit for bit). An
+order is planned on copies of the state; the broker executes what the plan says; only then is the new
+state committed (ledger first, then memory, then Redis). A broker refusal therefore leaves the position
+as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import redis
+
+from services.broker_gateway.brokers import Broker, BrokerError, Fill, PaperBroker
+from services.broker_gateway.ledger import FillRecord, Ledger, PositionRecord, TradeRecord
+from services.broker_gateway.metrics import GatewayMetrics
+from services.broker_gateway.risk import DAY_SECONDS, RiskLimits, RiskRefusal
+from services.broker_gateway.settings import GatewaySettings
+from shared.env import EXIT_SESSION_END
+from shared.instruments import pip_size
+from shared.position import EXIT_SESSION_BREAK, ClosedTrade, PositionState
+from shared.reward import ACTIONS, Action
+from shared.wire import OrderRequest, OrderResult, position_key
+
+logger = logging.getLogger(__name__)
+
+_ENTRIES = (Action.BUY, Action.SELL)
+
+
+class OrderConflictError(Exception):
+    """The order cannot be processed as sent: out of order, or a key reused for another order (409)."""
+
+
+@dataclass
+class _Plan:
+    """What an order did, ready to commit."""
+
+    position: PositionRecord
+    result: OrderResult
+    trades: list[TradeRecord]
+    fills: list[FillRecord]
+
+
+def _utc(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _side_name(side: int) -> str:
+    return {1: "long", -1: "short"}.get(side, "flat")
+
+
+class Gateway:
+    """The broker gateway's state and its order processing; ``start()`` before use, ``stop()`` after."""
+
+    def __init__(
+        self, settings: GatewaySettings, broker: Broker, metrics: GatewayMetrics | None = None
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.metrics = metrics or GatewayMetrics()
+        self.risk = RiskLimits(settings.max_daily_loss_pips, settings.stale_bar_seconds)
+        self.redis = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
+        )
+        self.broker_mismatches: list[str] = []
+        self._ledger: Ledger | None = None
+        self._positions: dict[tuple[str, str], PositionRecord] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()  # the two dicts above
+        self._control_lock = threading.Lock()
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            raise RuntimeError("the gateway is not started")
+        return self._ledger
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Open the ledger, restore positions, kill switch and metrics, publish the positions."""
+        self._ledger = Ledger(self.settings.ledger_db)
+        control = self.ledger.get_control("halted") or {}
+        if self.settings.start_halted and not control.get("halted"):
+            self.set_halted(True, "SMZ_GATEWAY_START_HALTED")
+        else:
+            self.risk.halted = bool(control.get("halted"))
+            self.metrics.halted.set(int(self.risk.halted))
+        for record in self.ledger.positions():
+            self._configure(record)
+            self._positions[(record.account, record.instrument)] = record
+        self._restore_metrics()
+        for record in self._positions.values():
+            self._publish(record)
+        logger.info(
+            "ledger %s: %d positions restored (%d open), trading %s",
+            self.settings.ledger_db,
+            len(self._positions),
+            sum(1 for r in self._positions.values() if r.state.side),
+            "HALTED" if self.risk.halted else "on",
+        )
+        if not isinstance(self.broker, PaperBroker):
+            self.reconcile()
+
+    def stop(self) -> None:
+        shutdown = getattr(self.broker, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        self.redis.close()
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    def _configure(self, record: PositionRecord) -> None:
+        """Use the configured spread for trades still to open (an open trade keeps its own)."""
+        state = record.state
+        if state.spread_pips != self.settings.spread_pips:
+            if state.side:
+                logger.warning(
+                    "%s/%s: open position keeps its spread of %g pips (configured: %g) until it closes",
+                    record.account,
+                    record.instrument,
+                    state.spread_pips,
+                    self.settings.spread_pips,
+                )
+            else:
+                state.spread_pips = self.settings.spread_pips
+
+    def _restore_metrics(self) -> None:
+        for instrument, kind, action, status, count in self.ledger.order_counts():
+            label = "SESSION_BREAK" if kind == "session_break" else ACTIONS[action]
+            self.metrics.orders.labels(instrument, label, status).inc(count)
+        for instrument, exit_ts, pnl in self.ledger.trade_pnls():
+            self.metrics.trade(instrument, exit_ts, pnl)
+        for record in self._positions.values():
+            if record.last_bar_ts is not None:
+                self.metrics.bar(record.instrument, record.last_bar_ts)
+        for instrument in {r.instrument for r in self._positions.values()}:
+            self._refresh_position_metrics(instrument)
+
+    def reconcile(self) -> list[str]:
+        """Compare the ledger's open positions with the broker's; mismatches are logged, not fixed
+        (the operator decides which side is right)."""
+        mismatches = []
+        accounts = sorted({r.account for r in self._positions.values()})
+        for account in accounts:
+            try:
+                held = {(p.instrument, p.side) for p in self.broker.sync(account)}
+            except Exception as exc:  # startup must not fail on an unreachable broker
+                mismatches.append(f"{account}: cannot read the broker's positions: {exc}")
+                continue
+            ours = {(r.instrument, r.state.side) for r in self._positions.values() if r.account == account}
+            for instrument, side in sorted(ours):
+                if side and (instrument, side) not in held:
+                    mismatches.append(
+                        f"{account}/{instrument}: ledger {_side_name(side)}, broker does not hold it"
+                    )
+            for instrument, side in sorted(held):
+                if (instrument, side) not in ours:
+                    mismatches.append(
+                        f"{account}/{instrument}: broker holds {_side_name(side)}, ledger does not"
+                    )
+        for message in mismatches:
+            logger.warning("broker reconciliation: %s", message)
+        self.broker_mismatches = mismatches
+        return mismatches
+
+    # --------------------------------------------------------------- orders
+    def submit(self, req: OrderRequest) -> OrderResult:
+        """Process one order (or replay its first result); raises OrderConflictError for a 409."""
+        started = time.perf_counter()
+        label = "SESSION_BREAK" if req.kind == "session_break" else ACTIONS[req.action]
+        key = (req.account, req.instrument)
+        with self._lock_for(key):
+            stored = self.ledger.find_order(req.idempotency_key)
+            if stored is not None:
+                if (stored.account, stored.instrument, stored.bar_ts) != (*key, req.bar_ts):
+                    self.metrics.order(req.instrument, label, "conflict")
+                    raise OrderConflictError(
+                        f"idempotency key {req.idempotency_key!r} was already used for another order "
+                        f"({stored.account}/{stored.instrument}, bar {_utc(stored.bar_ts)})"
+                    )
+                self.metrics.order(req.instrument, label, "duplicate")
+                return stored.result.model_copy(update={"duplicate": True})
+            current = self._positions.get(key) or self._new_position(req)
+            last = current.last_bar_ts
+            if last is not None and req.bar_ts <= last:
+                self.metrics.order(req.instrument, label, "out_of_order")
+                raise OrderConflictError(
+                    f"out of order: bar {_utc(req.bar_ts)} ({req.bar_ts}) is not after the last "
+                    f"processed bar {_utc(last)} ({last}) of {req.account}/{req.instrument}; "
+                    "a stale or replayed bar under a new idempotency key is refused"
+                )
+            plan = self._plan(req, current)
+            try:
+                self.ledger.record(
+                    req, plan.result, plan.position, plan.trades, plan.fills, self.broker.name, time.time()
+                )
+            except Exception:
+                # The broker may have executed: say exactly what, so the ledger can be repaired.
+                logger.critical(
+                    "ledger write failed for order %s after broker fills %s", req.idempotency_key, plan.fills
+                )
+                raise
+            with self._guard:
+                self._positions[key] = plan.position
+            self._publish(plan.position)
+        self._observe(req, plan, label, started)
+        return plan.result
+
+    def _lock_for(self, key: tuple[str, str]) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _new_position(self, req: OrderRequest) -> PositionRecord:
+        state = PositionState(pip=pip_size(req.instrument), spread_pips=self.settings.spread_pips)
+        return PositionRecord(req.account, req.instrument, state)
+
+    def _plan(self, req: OrderRequest, current: PositionRecord) -> _Plan:
+        key = req.idempotency_key
+        work = current.copy()
+        work.last_bar_ts = req.bar_ts
+        trades: list[TradeRecord] = []
+        fills: list[FillRecord] = []
+
+        def result(
+            status: str, reason: str, state: PositionState, reward: float = 0.0, valid: bool = True
+        ) -> OrderResult:
+            return OrderResult(
+                idempotency_key=key,
+                status=status,  # type: ignore[arg-type]
+                action=req.action,
+                valid=valid,
+                reason=reason,
+                reward=reward,
+                trade=trades[-1].trade if trades else None,
+                position_side=state.side,
+            )
+
+        def refused(reason: str, base: PositionRecord) -> _Plan:
+            # Nothing (more) executed at the broker: the position stays as ``base``.
+            self.metrics.broker_errors.inc()
+            logger.error("%s/%s order %s refused: %s", req.account, req.instrument, key, reason)
+            base.last_bar_ts = req.bar_ts
+            return _Plan(base, result("refused", reason, base.state), trades, fills)
+
+        if req.kind == "session_break":
+            if not work.state.side:
+                return _Plan(
+                    work, result("held", "session break: no open position", work.state), trades, fills
+                )
+            try:
+                self._forced_close(req, work, EXIT_SESSION_BREAK, key, trades, fills)
+            except BrokerError as exc:
+                return refused(f"session-break close refused by the broker: {exc}", current.copy())
+            return _Plan(work, result("filled", "position closed: session break", work.state), trades, fills)
+
+        # A new session (or one the gateway has not seen start) begins flat.
+        if req.step == 0 or req.session_id != current.session_id:
+            if work.state.side:
+                logger.warning(
+                    "%s/%s: a %s position is still open at the start of session %s; closing it (%s)",
+                    req.account,
+                    req.instrument,
+                    _side_name(work.state.side),
+                    req.session_id,
+                    EXIT_SESSION_BREAK,
+                )
+                try:
+                    self._forced_close(
+                        req, work, EXIT_SESSION_BREAK, f"{key}:{EXIT_SESSION_BREAK}", trades, fills
+                    )
+                except BrokerError as exc:
+                    return refused(
+                        f"closing the previous session's position was refused: {exc}", current.copy()
+                    )
+            work.state.new_session()
+            work.session_id = req.session_id
+            self._configure(work)
+
+        action = Action(req.action)
+        name = action.name
+        risk: RiskRefusal | None = None
+        if action in _ENTRIES and not work.state.side:
+            risk = self.risk.check_entry(
+                req.bar_ts, time.time(), lambda day: self._day_pnl(req.account, day, trades)
+            )
+            if risk is not None:
+                action = Action.HOLD  # the state machine sees a HOLD; the order is refused
+        marked = replace(work.state)
+        marked.mark(req.close, req.step)
+        state = replace(marked)
+        outcome = state.apply(action, req.close, req.step, req.bar_ts, req.last_bar)
+
+        opening = action in _ENTRIES and outcome.valid
+        closing = action == Action.CLOSE and outcome.valid
+        session_end = outcome.trade is not None and outcome.trade.exit_reason == EXIT_SESSION_END
+        side = 1 if action == Action.BUY else -1
+        before = work.copy()
+        opened = False
+        try:
+            if opening:
+                fill = self._call_broker("open", req, key, side)
+                fills.append(FillRecord(key, "open", side, req.close, fill))
+                opened = True
+                work.entry_model_version = req.model_version
+                work.broker_entry_price, work.broker_trade_id = fill.price, fill.trade_id
+            if (closing or session_end) and outcome.trade is not None:
+                client_id = key if closing else f"{key}:{EXIT_SESSION_END}"
+                fill = self._call_broker("close", req, client_id, outcome.trade.side)
+                fills.append(FillRecord(client_id, "close", outcome.trade.side, req.close, fill))
+                trades.append(self._trade_record(work, outcome.trade, fill))
+        except BrokerError as exc:
+            if not opened:
+                return refused(f"{name} refused by the broker: {exc}", before)
+            # The entry filled but the session-end close did not: the position stays open (it is
+            # closed at the next session's start), exactly as the broker holds it.
+            self.metrics.broker_errors.inc()
+            state = replace(marked)
+            outcome = state.apply(action, req.close, req.step, req.bar_ts, False)
+            work.state = state
+            reason = f"{name} filled, but the broker refused the session-end close ({exc}); position open"
+            logger.error("%s/%s order %s: %s", req.account, req.instrument, key, reason)
+            return _Plan(work, result("filled", reason, state, outcome.reward), trades, fills)
+        work.state = state
+        if not state.side:
+            work.entry_model_version, work.broker_entry_price, work.broker_trade_id = "", None, ""
+
+        if risk is not None:
+            self.metrics.risk_refusals.labels(risk.code).inc()
+            status, reason = "refused", risk.message
+        elif not outcome.valid:
+            status, reason = "refused", f"{name} refused: {self._describe(req.instrument, marked)}"
+        elif opening:
+            status, reason = "filled", f"opened {_side_name(side)} at {req.close}"
+        elif closing:
+            status, reason = "filled", f"closed at {req.close}"
+        elif session_end:
+            status, reason = "filled", "position closed at the session end"
+        else:
+            status, reason = "held", ""
+        if session_end and (opening or status == "refused"):
+            reason += "; position closed at the session end"
+        return _Plan(work, result(status, reason, state, outcome.reward, outcome.valid), trades, fills)
+
+    @staticmethod
+    def _describe(instrument: str, state: PositionState) -> str:
+        if state.side:
+            return (
+                f"already {_side_name(state.side)} {instrument} "
+                f"(entered {_utc(state.entry_ts)} at {state.entry_price})"
+            )
+        return f"no open {instrument} position (flat)"
+
+    def _forced_close(
+        self,
+        req: OrderRequest,
+        work: PositionRecord,
+        reason: str,
+        client_id: str,
+        trades: list[TradeRecord],
+        fills: list[FillRecord],
+    ) -> None:
+        """Close ``work``'s position at the bar's close outside a decision (session break)."""
+        state = replace(work.state)
+        # The state's own step bookkeeping: the bar after its last mark.
+        trade = state.close(req.close, state.marked_step + 1, req.bar_ts, reason)
+        fill = self._call_broker("close", req, client_id, trade.side)
+        fills.append(FillRecord(client_id, "close", trade.side, req.close, fill))
+        trades.append(self._trade_record(work, trade, fill))
+        work.state = state
+        work.entry_model_version, work.broker_entry_price, work.broker_trade_id = "", None, ""
+
+    def _call_broker(self, what: str, req: OrderRequest, client_id: str, side: int) -> Fill:
+        try:
+            if what == "open":
+                fill = self.broker.open(req.account, req.instrument, side, client_id, req.close)
+            else:
+                fill = self.broker.close(req.account, req.instrument, client_id, req.close)
+        except BrokerError:
+            raise
+        except Exception as exc:  # a broker adapter's bug must not leave a half-committed order
+            logger.exception("broker %s %s failed unexpectedly", self.broker.name, what)
+            raise BrokerError(f"unexpected broker error: {type(exc).__name__}: {exc}") from exc
+        logger.info(
+            "%s/%s %s %s: model %s, broker %s (order %s, trade %s)",
+            req.account,
+            req.instrument,
+            what,
+            _side_name(side),
+            req.close,
+            fill.price,
+            fill.order_id,
+            fill.trade_id,
+        )
+        return fill
+
+    @staticmethod
+    def _trade_record(work: PositionRecord, trade: ClosedTrade, exit_fill: Fill) -> TradeRecord:
+        return TradeRecord(
+            trade=trade,
+            model_version=work.entry_model_version,
+            session_id=work.session_id,
+            broker_entry_price=work.broker_entry_price,
+            broker_exit_price=exit_fill.price,
+            broker_trade_id=work.broker_trade_id or exit_fill.trade_id,
+        )
+
+    def _day_pnl(self, account: str, day_start: int, pending: list[TradeRecord]) -> float:
+        """The account's P&L of the UTC day: the ledger's trades plus this order's not yet written."""
+        pnl = self.ledger.daily_pnl(account, day_start)
+        return pnl + sum(
+            t.trade.pnl_pips for t in pending if day_start <= t.trade.exit_ts < day_start + DAY_SECONDS
+        )
+
+    # -------------------------------------------------------------- outputs
+    def _publish(self, record: PositionRecord) -> None:
+        """SET the position key and XADD to the positions stream, atomically, in one round trip."""
+        payload = record.message().model_dump_json()
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(position_key(record.account, record.instrument), payload)
+                pipe.xadd(
+                    self.settings.positions_stream,
+                    {"data": payload},
+                    maxlen=self.settings.positions_maxlen,
+                    approximate=True,
+                )
+                pipe.execute()
+        except redis.RedisError as exc:
+            # The order stands (it is in the ledger); the feature builder will wait and complain.
+            self.metrics.publish_errors.inc()
+            logger.error(
+                "cannot publish the %s/%s position to Redis: %s", record.account, record.instrument, exc
+            )
+
+    def _observe(self, req: OrderRequest, plan: _Plan, label: str, started: float) -> None:
+        m = self.metrics
+        m.order(req.instrument, label, plan.result.status)
+        m.bar(req.instrument, req.bar_ts)
+        for t in plan.trades:
+            m.trade(req.instrument, t.trade.exit_ts, t.trade.pnl_pips)
+        self._refresh_position_metrics(req.instrument)
+        m.order_seconds.observe(time.perf_counter() - started)
+        if req.published_at > 0:
+            m.bar_to_order.observe(max(time.time() - req.published_at, 0.0))
+
+    def _refresh_position_metrics(self, instrument: str) -> None:
+        with self._guard:
+            states = [r.state for r in self._positions.values() if r.instrument == instrument]
+        self.metrics.positions(instrument, sum(s.side for s in states), sum(s.pnl for s in states if s.side))
+
+    # ------------------------------------------------------------- controls
+    def set_halted(self, halted: bool, reason: str = "") -> dict[str, object]:
+        """The kill switch: takes effect in memory first (safety), then persists in the ledger."""
+        now = time.time()
+        with self._control_lock:
+            self.risk.halted = halted
+            self.metrics.halted.set(int(halted))
+            control = {"halted": halted, "reason": reason, "since": int(now)}
+            self.ledger.set_control("halted", control, now)
+        logger.warning("trading %s%s", "HALTED" if halted else "resumed", f": {reason}" if reason else "")
+        return control
+
+    def halt_status(self) -> dict[str, object]:
+        control = self.ledger.get_control("halted") or {"halted": False, "reason": "", "since": 0}
+        control["halted"] = self.risk.halted
+        return control
+
+    def positions(self) -> list[PositionRecord]:
+        with self._guard:
+            return sorted(self._positions.values(), key=lambda r: (r.account, r.instrument))

@@ -1,0 +1,373 @@
+"""The gateway's ledger: an embedded DuckDB file of orders, broker fills, trades, positions and controls.
+
+Timestamps are stored as naive ``TIMESTAMP`` values that mean UTC (as in ``shared.store``); in memory
+they are int64 epoch seconds. All of an order's rows are written in one transaction, so after a crash
+the ledger holds an order either whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+
+from services.broker_gateway.brokers import Fill
+from shared.position import ClosedTrade, PositionState
+from shared.wire import OrderRequest, OrderResult, PositionMessage
+
+# Epoch seconds <-> naive UTC TIMESTAMP, independent of the session's TimeZone setting.
+_TS = "make_timestamp(CAST(? AS BIGINT) * 1000000)"
+
+
+def _epoch(column: str) -> str:
+    return f"epoch_us({column}) // 1000000"
+
+
+DDL = """
+CREATE SEQUENCE IF NOT EXISTS trade_ids START 1;
+CREATE TABLE IF NOT EXISTS orders (
+    idempotency_key VARCHAR PRIMARY KEY,
+    account VARCHAR NOT NULL, instrument VARCHAR NOT NULL, bar_ts TIMESTAMP NOT NULL,
+    kind VARCHAR NOT NULL, action TINYINT NOT NULL,
+    session_id VARCHAR NOT NULL, step INTEGER NOT NULL, last_bar BOOLEAN NOT NULL,
+    status VARCHAR NOT NULL, reason VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
+    model_price DOUBLE NOT NULL,   -- the bar's close: the price the model (and the backtest) trades at
+    broker VARCHAR NOT NULL,
+    broker_fill_price DOUBLE,      -- the order's first broker fill, if any (all of them: table fills)
+    broker_order_id VARCHAR, broker_trade_id VARCHAR,
+    created_at TIMESTAMP NOT NULL,
+    result JSON NOT NULL           -- the OrderResult, replayed for a duplicate
+);
+CREATE TABLE IF NOT EXISTS fills (
+    idempotency_key VARCHAR NOT NULL, leg TINYINT NOT NULL, client_order_id VARCHAR NOT NULL,
+    account VARCHAR NOT NULL, instrument VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL, side TINYINT NOT NULL,   -- open or close; side of the position
+    model_price DOUBLE NOT NULL, broker VARCHAR NOT NULL, broker_price DOUBLE NOT NULL,
+    broker_order_id VARCHAR NOT NULL, broker_trade_id VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (idempotency_key, leg)
+);
+CREATE TABLE IF NOT EXISTS trades (
+    id BIGINT PRIMARY KEY DEFAULT nextval('trade_ids'),   -- closing order
+    account VARCHAR NOT NULL, instrument VARCHAR NOT NULL, side TINYINT NOT NULL,
+    entry_ts TIMESTAMP NOT NULL, entry_price DOUBLE NOT NULL,
+    exit_ts TIMESTAMP NOT NULL, exit_price DOUBLE NOT NULL,
+    pnl_pips DOUBLE NOT NULL, bars_held INTEGER NOT NULL, exit_reason VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,   -- of the model that opened the trade
+    session_id VARCHAR NOT NULL, idempotency_key VARCHAR NOT NULL,   -- the order that closed it
+    broker_entry_price DOUBLE, broker_exit_price DOUBLE, broker_trade_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS positions (
+    account VARCHAR NOT NULL, instrument VARCHAR NOT NULL,
+    state JSON NOT NULL,               -- PositionState.to_dict()
+    as_of_bar_ts TIMESTAMP, session_id VARCHAR NOT NULL, last_bar_ts TIMESTAMP,
+    entry_model_version VARCHAR NOT NULL, broker_entry_price DOUBLE, broker_trade_id VARCHAR NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (account, instrument)
+);
+CREATE TABLE IF NOT EXISTS controls (
+    name VARCHAR PRIMARY KEY, value JSON NOT NULL, updated_at TIMESTAMP NOT NULL
+);
+"""
+
+TRADE_COLUMNS = (
+    "instrument",
+    "side",
+    "entry_ts",
+    "entry_price",
+    "exit_ts",
+    "exit_price",
+    "pnl_pips",
+    "bars_held",
+    "exit_reason",
+    "model_version",
+    "account",
+    "broker_entry_price",
+    "broker_exit_price",
+    "broker_trade_id",
+)
+
+
+@dataclass
+class PositionRecord:
+    """The gateway's position of one (account, instrument): the state machine and its bookkeeping."""
+
+    account: str
+    instrument: str
+    state: PositionState
+    session_id: str = ""
+    last_bar_ts: int | None = None  # the last processed bar (its order produced this state)
+    entry_model_version: str = ""
+    broker_entry_price: float | None = None
+    broker_trade_id: str = ""
+
+    def copy(self) -> PositionRecord:
+        """An independent copy to plan an order on (``PositionState`` is mutable)."""
+        return replace(self, state=replace(self.state))
+
+    def message(self) -> PositionMessage:
+        return PositionMessage(
+            account=self.account,
+            instrument=self.instrument,
+            as_of_bar_ts=self.last_bar_ts or 0,
+            session_id=self.session_id,
+            state=self.state.to_dict(),
+        )
+
+
+@dataclass(frozen=True)
+class TradeRecord:
+    """A closed trade with what the ledger keeps beside it."""
+
+    trade: ClosedTrade
+    model_version: str
+    session_id: str
+    broker_entry_price: float | None
+    broker_exit_price: float | None
+    broker_trade_id: str
+
+
+@dataclass(frozen=True)
+class FillRecord:
+    """One broker market order of an order (an order has up to two: an entry and a forced close)."""
+
+    client_order_id: str
+    kind: Literal["open", "close"]
+    side: int
+    model_price: float
+    fill: Fill
+
+
+@dataclass(frozen=True)
+class StoredOrder:
+    account: str
+    instrument: str
+    bar_ts: int
+    result: OrderResult
+
+
+class Ledger:
+    """One DuckDB connection, used under a lock (the gateway's request threads share it)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(str(self.path))
+        self._lock = threading.Lock()
+        self._con.execute(DDL)
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                yield self._con
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
+
+    def _fetch(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._con.execute(sql, params or []).fetchall()
+
+    def ping(self) -> None:
+        self._fetch("SELECT 1")
+
+    # ------------------------------------------------------------ orders
+    def find_order(self, key: str) -> StoredOrder | None:
+        rows = self._fetch(
+            f"SELECT account, instrument, {_epoch('bar_ts')}, result FROM orders WHERE idempotency_key = ?",
+            [key],
+        )
+        if not rows:
+            return None
+        account, instrument, bar_ts, result = rows[0]
+        return StoredOrder(account, instrument, int(bar_ts), OrderResult.model_validate_json(result))
+
+    def record(
+        self,
+        request: OrderRequest,
+        result: OrderResult,
+        position: PositionRecord,
+        trades: list[TradeRecord],
+        fills: list[FillRecord],
+        broker: str,
+        now: float,
+    ) -> None:
+        """Write one processed order: the order, its fills and trades, and the position after it."""
+        now_s = int(now)
+        first = fills[0].fill if fills else None
+        with self._transaction() as con:
+            con.execute(
+                f"INSERT INTO orders VALUES (?, ?, ?, {_TS}, {', '.join('?' * 13)}, {_TS}, ?)",
+                [
+                    request.idempotency_key,
+                    request.account,
+                    request.instrument,
+                    request.bar_ts,
+                    request.kind,
+                    request.action,
+                    request.session_id,
+                    request.step,
+                    request.last_bar,
+                    result.status,
+                    result.reason,
+                    request.model_version,
+                    request.close,
+                    broker,
+                    first.price if first else None,
+                    first.order_id if first else None,
+                    first.trade_id if first else None,
+                    now_s,
+                    result.model_dump_json(),
+                ],
+            )
+            for leg, f in enumerate(fills):
+                con.execute(
+                    f"INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {_TS})",
+                    [
+                        request.idempotency_key,
+                        leg,
+                        f.client_order_id,
+                        request.account,
+                        request.instrument,
+                        f.kind,
+                        f.side,
+                        f.model_price,
+                        broker,
+                        f.fill.price,
+                        f.fill.order_id,
+                        f.fill.trade_id,
+                        now_s,
+                    ],
+                )
+            for t in trades:
+                tr = t.trade
+                con.execute(
+                    "INSERT INTO trades (account, instrument, side, entry_ts, entry_price, exit_ts, "
+                    "exit_price, pnl_pips, bars_held, exit_reason, model_version, session_id, "
+                    "idempotency_key, broker_entry_price, broker_exit_price, broker_trade_id) "
+                    f"VALUES (?, ?, ?, {_TS}, ?, {_TS}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        request.account,
+                        request.instrument,
+                        tr.side,
+                        tr.entry_ts,
+                        tr.entry_price,
+                        tr.exit_ts,
+                        tr.exit_price,
+                        tr.pnl_pips,
+                        tr.bars_held,
+                        tr.exit_reason,
+                        t.model_version,
+                        t.session_id,
+                        request.idempotency_key,
+                        t.broker_entry_price,
+                        t.broker_exit_price,
+                        t.broker_trade_id,
+                    ],
+                )
+            con.execute(
+                f"INSERT OR REPLACE INTO positions VALUES (?, ?, ?, {_TS}, ?, {_TS}, ?, ?, ?, {_TS})",
+                [
+                    position.account,
+                    position.instrument,
+                    json.dumps(position.state.to_dict()),
+                    position.last_bar_ts,
+                    position.session_id,
+                    position.last_bar_ts,
+                    position.entry_model_version,
+                    position.broker_entry_price,
+                    position.broker_trade_id,
+                    now_s,
+                ],
+            )
+
+    def order_counts(self) -> list[tuple[str, str, int, str, int]]:
+        """(instrument, kind, action, status, count) of every stored order, for the metrics."""
+        rows = self._fetch(
+            "SELECT instrument, kind, action, status, count(*) FROM orders GROUP BY ALL ORDER BY ALL"
+        )
+        return [(r[0], r[1], int(r[2]), r[3], int(r[4])) for r in rows]
+
+    # --------------------------------------------------------- positions
+    def positions(self) -> list[PositionRecord]:
+        rows = self._fetch(
+            f"SELECT account, instrument, state, session_id, {_epoch('last_bar_ts')}, entry_model_version, "
+            "broker_entry_price, broker_trade_id FROM positions ORDER BY account, instrument"
+        )
+        return [
+            PositionRecord(
+                account=r[0],
+                instrument=r[1],
+                state=PositionState.from_dict(json.loads(r[2])),
+                session_id=r[3],
+                last_bar_ts=None if r[4] is None else int(r[4]),
+                entry_model_version=r[5],
+                broker_entry_price=r[6],
+                broker_trade_id=r[7],
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------ trades
+    def trades(
+        self, instrument: str | None = None, account: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The last ``limit`` trades (optionally of one instrument / account), oldest first."""
+        where, params = [], []
+        for column, value in (("instrument", instrument), ("account", account)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = (
+            f"SELECT id, instrument, side, {_epoch('entry_ts')}, entry_price, {_epoch('exit_ts')}, "
+            "exit_price, pnl_pips, bars_held, exit_reason, model_version, account, broker_entry_price, "
+            "broker_exit_price, broker_trade_id FROM trades"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY id DESC LIMIT ?"
+        )
+        rows = sorted(self._fetch(sql, [*params, limit]))
+        out = []
+        for r in rows:
+            row = dict(zip(TRADE_COLUMNS, r[1:], strict=True))
+            row["side"] = "long" if row["side"] > 0 else "short"
+            row["entry_ts"], row["exit_ts"] = int(row["entry_ts"]), int(row["exit_ts"])
+            out.append(row)
+        return out
+
+    def trade_pnls(self) -> list[tuple[str, int, float]]:
+        """(instrument, exit_ts, pnl_pips) of every trade in closing order, for the metrics."""
+        rows = self._fetch(f"SELECT instrument, {_epoch('exit_ts')}, pnl_pips FROM trades ORDER BY id")
+        return [(r[0], int(r[1]), float(r[2])) for r in rows]
+
+    def daily_pnl(self, account: str, day_start: int) -> float:
+        """P&L in pips of the account's trades closed in the UTC day starting at ``day_start``."""
+        rows = self._fetch(
+            f"SELECT coalesce(sum(pnl_pips), 0) FROM trades WHERE account = ? AND exit_ts >= {_TS} "
+            f"AND exit_ts < {_TS}",
+            [account, day_start, day_start + 86_400],
+        )
+        return float(rows[0][0])
+
+    # ---------------------------------------------------------- controls
+    def get_control(self, name: str) -> Any:
+        rows = self._fetch("SELECT value FROM controls WHERE name = ?", [name])
+        return json.loads(rows[0][0]) if rows else None
+
+    def set_control(self, name: str, value: Any, now: float) -> None:
+        with self._transaction() as con:
+            con.execute(
+                f"INSERT OR REPLACE INTO controls VALUES (?, ?, {_TS})", [name, json.dumps(value), int(now)]
+            )

@@ -1,0 +1,174 @@
+"""Prometheus metrics of the broker gateway (served on ``GET /metrics``), for the live-trading board.
+
+Labels are the instrument and a few fixed values, never the account or a key, to keep cardinality low:
+position gauges are sums over the accounts trading an instrument.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.broker_gateway.risk import DAY_SECONDS
+
+# Symmetric around 0, finer near the 4-pip spread where most trades end.
+_PNL_EDGES = (1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 40, 50, 60)
+TRADE_PNL_BUCKETS = (*(-e for e in reversed(_PNL_EDGES)), 0, *_PNL_EDGES)
+ORDER_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+)
+
+
+@dataclass
+class _TradeStats:
+    trades: int = 0
+    wins: int = 0
+    total: float = 0.0
+    day: int = -1  # UTC day (epoch days) of the daily P&L
+    day_pnl: float = 0.0
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.orders = Counter(
+            "smz_gateway_orders",
+            "Orders by requested action (SESSION_BREAK for session breaks) and outcome: filled, held, "
+            "refused, duplicate (replayed), out_of_order, conflict",
+            ["instrument", "action", "status"],
+            registry=r,
+        )
+        self.trades = Counter(
+            "smz_gateway_trades",
+            "Closed trades (a win has P&L > 0 pips)",
+            ["instrument", "result"],
+            registry=r,
+        )
+        self.realized = Gauge(
+            "smz_gateway_realized_pnl_pips",
+            "Cumulative P&L of closed trades, pips",
+            ["instrument"],
+            registry=r,
+        )
+        self.unrealized = Gauge(
+            "smz_gateway_unrealized_pnl_pips",
+            "P&L of the open positions at their last mark (spread included), pips",
+            ["instrument"],
+            registry=r,
+        )
+        self.position_side = Gauge(
+            "smz_gateway_position_side",
+            "Open position side: 1 long, -1 short, 0 flat",
+            ["instrument"],
+            registry=r,
+        )
+        self.trade_pnl = Histogram(
+            "smz_gateway_trade_pnl_pips",
+            "P&L of each closed trade, pips",
+            buckets=TRADE_PNL_BUCKETS,
+            registry=r,
+        )
+        self.win_rate = Gauge(
+            "smz_gateway_win_rate", "Share of closed trades with P&L > 0", ["instrument"], registry=r
+        )
+        self.expectancy = Gauge(
+            "smz_gateway_expectancy_pips", "Mean P&L per closed trade, pips", ["instrument"], registry=r
+        )
+        self.daily_pnl = Gauge(
+            "smz_gateway_daily_pnl_pips",
+            "P&L of trades closed in the UTC day of the instrument's last bar, pips",
+            ["instrument"],
+            registry=r,
+        )
+        self.halted = Gauge("smz_gateway_halted", "1 while the kill switch refuses new entries", registry=r)
+        self.risk_refusals = Counter(
+            "smz_gateway_risk_refusals", "Entries refused by a risk check", ["reason"], registry=r
+        )
+        self.broker_errors = Counter(
+            "smz_gateway_broker_errors", "Broker calls that failed or were refused", registry=r
+        )
+        self.publish_errors = Counter(
+            "smz_gateway_publish_errors", "Positions that could not be published to Redis", registry=r
+        )
+        self.order_seconds = Histogram(
+            "smz_gateway_order_seconds",
+            "Processing time of an order (broker, ledger and Redis included)",
+            buckets=ORDER_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.bar_to_order = Histogram(
+            "smz_gateway_bar_to_order_seconds",
+            "From the window's publication (published_at) to the order's position being published",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.last_bar_ts = Gauge(
+            "smz_gateway_last_bar_timestamp_seconds",
+            "Open time (epoch seconds UTC) of the last bar an order was processed for",
+            ["instrument"],
+            registry=r,
+        )
+        self._stats: dict[str, _TradeStats] = {}
+        self._last_bar: dict[str, int] = {}
+        self._lock = threading.Lock()  # trade stats are updated from several request threads
+
+    def order(self, instrument: str, action: str, status: str) -> None:
+        self.orders.labels(instrument, action, status).inc()
+
+    def bar(self, instrument: str, bar_ts: int) -> None:
+        """A bar was processed: its time, and a new UTC day resets the daily P&L."""
+        with self._lock:
+            stats = self._stats.setdefault(instrument, _TradeStats())
+            self._roll_day(instrument, stats, bar_ts // DAY_SECONDS)
+            # Several accounts may trade an instrument: the gauge shows the newest bar of any.
+            self._last_bar[instrument] = max(bar_ts, self._last_bar.get(instrument, bar_ts))
+            self.last_bar_ts.labels(instrument).set(self._last_bar[instrument])
+
+    def trade(self, instrument: str, exit_ts: int, pnl_pips: float) -> None:
+        """A closed trade (also each trade of the ledger at startup, so the totals span restarts)."""
+        with self._lock:
+            stats = self._stats.setdefault(instrument, _TradeStats())
+            stats.trades += 1
+            stats.wins += pnl_pips > 0
+            stats.total += pnl_pips
+            day = exit_ts // DAY_SECONDS
+            if day > stats.day:
+                self._roll_day(instrument, stats, day)
+            if day == stats.day:
+                stats.day_pnl += pnl_pips
+            self.realized.labels(instrument).set(stats.total)
+            self.win_rate.labels(instrument).set(stats.wins / stats.trades)
+            self.expectancy.labels(instrument).set(stats.total / stats.trades)
+            self.daily_pnl.labels(instrument).set(stats.day_pnl)
+        self.trade_pnl.observe(pnl_pips)
+        self.trades.labels(instrument, "win" if pnl_pips > 0 else "loss").inc()
+
+    def _roll_day(self, instrument: str, stats: _TradeStats, day: int) -> None:
+        if day > stats.day:
+            stats.day, stats.day_pnl = day, 0.0
+            self.daily_pnl.labels(instrument).set(0.0)
+
+    def positions(self, instrument: str, side: int, unrealized_pips: float) -> None:
+        self.position_side.labels(instrument).set(side)
+        self.unrealized.labels(instrument).set(unrealized_pips)

@@ -1,1 +1,2 @@
-"""The inference service (built in a later issue)."""
+"""The inference service: the serving search over live windows, over HTTP and from the Redis stream
+(docs/SERVING.md)."""

@@ -1,0 +1,176 @@
+"""Batched search: concurrent requests (REST and the stream worker, any instruments) share one search.
+
+Requests go into a queue. One search thread takes the first, then everything that arrives within
+``batch_wait_ms`` after it (and whatever is already queued), up to ``max_batch``, and runs ONE
+``search(model_fns, windows, config)`` on the model served at that moment. Each request's future is
+resolved with its own ``Decision``. ``submit`` returns a ``concurrent.futures.Future`` (for threads);
+``decide`` awaits it (for asyncio).
+
+Only this thread calls the model functions (the numba backend reuses work buffers, it is not
+thread-safe), and a model swapped in during a search is used from the next batch on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import torch
+
+from services.inference.metrics import InferenceMetrics
+from services.inference.model_store import ModelStore, NoModelError
+from shared.reward import ACTIONS
+from shared.search import SearchConfig, SearchOutput, search
+from shared.wire import Decision
+
+log = logging.getLogger(__name__)
+
+SearchFn = Callable[..., SearchOutput]
+
+
+@dataclass(frozen=True)
+class _Request:
+    instrument: str
+    window: np.ndarray  # (32, 15) float32, validated by shared.wire.check_window
+    future: Future[Decision]
+
+
+class Batcher:
+    def __init__(
+        self,
+        store: ModelStore,
+        config: SearchConfig,
+        *,
+        batch_wait_ms: float = 2.0,
+        max_batch: int = 64,
+        threads: int = 1,
+        metrics: InferenceMetrics | None = None,
+        search_fn: SearchFn = search,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.batch_wait = batch_wait_ms / 1000.0
+        self.max_batch = max_batch
+        self.threads = threads
+        self.metrics = metrics or store.metrics
+        self.search_fn = search_fn
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._submit_lock = threading.Lock()  # nothing is queued after stop() drained the queue
+
+    # ------------------------------------------------------------------ callers
+    def submit(self, instrument: str, window: np.ndarray) -> Future[Decision]:
+        """Queue one window; the future resolves to its Decision (or raises NoModelError)."""
+        future: Future[Decision] = Future()
+        with self._submit_lock:
+            if self._stopping or self._thread is None:
+                future.set_exception(RuntimeError("the search thread is not running"))
+            else:
+                self._queue.put(_Request(instrument, np.asarray(window, dtype=np.float32), future))
+        return future
+
+    async def decide(self, instrument: str, window: np.ndarray) -> Decision:
+        return await asyncio.wrap_future(self.submit(instrument, window))
+
+    def decide_sync(self, instrument: str, window: np.ndarray, timeout: float | None = None) -> Decision:
+        return self.submit(instrument, window).result(timeout)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        thread = threading.Thread(target=self._run, name="inference-search", daemon=True)
+        thread.start()
+        with self._submit_lock:
+            self._thread, self._stopping = thread, False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in progress, fail what is still queued, and end the thread."""
+        with self._submit_lock:
+            self._stopping = True
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._thread = None
+        while True:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is not None and request.future.set_running_or_notify_cancel():
+                request.future.set_exception(RuntimeError("the inference service stopped"))
+
+    # ------------------------------------------------------------------ the search thread
+    def _run(self) -> None:
+        # numba's thread count is per thread, and torch's OpenMP one can be: set them in this thread.
+        numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
+        torch.set_num_threads(self.threads)
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stop = self._collect(first)
+            self._search(batch)
+            if stop:
+                return
+
+    def _collect(self, first: _Request) -> tuple[list[_Request], bool]:
+        batch = [first]
+        deadline = time.monotonic() + self.batch_wait
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                request = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is None:
+                return batch, True
+            batch.append(request)
+        return batch, False
+
+    def _search(self, batch: list[_Request]) -> None:
+        # Requests whose caller gave up (a cancelled asyncio task) are dropped here.
+        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        try:
+            model = self.store.require()
+        except NoModelError as exc:
+            for request in live:
+                request.future.set_exception(exc)
+            return
+        try:
+            started = time.perf_counter()
+            out = self.search_fn(model.functions, np.stack([r.window for r in live]), self.config)
+            seconds = time.perf_counter() - started
+        except Exception as exc:
+            log.exception("search of a batch of %d failed", len(live))
+            for request in live:
+                request.future.set_exception(exc)
+            return
+        self.metrics.search_seconds.observe(seconds)
+        self.metrics.batch_size.observe(len(live))
+        for i, request in enumerate(live):
+            action = int(out.action[i])
+            request.future.set_result(
+                Decision(
+                    instrument=request.instrument,
+                    action=action,
+                    action_name=ACTIONS[action],
+                    visit_policy=out.visit_policy[i].tolist(),
+                    root_value=float(out.root_value[i]),
+                    outcome_probabilities=out.outcome_probs[i].tolist(),
+                    model_version=model.version,
+                    search_ms=seconds * 1000.0,
+                )
+            )

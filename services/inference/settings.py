@@ -1,0 +1,62 @@
+"""Inference service settings from environment variables (prefix SMZ_INFERENCE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.model.checkpoint import validate_version
+from shared.search import SearchConfig
+from shared.wire import INFERENCE_GROUP, WINDOWS_STREAM
+
+# The broker gateway's paper demo token (services/broker_gateway/settings.py): the local stack's default.
+DEFAULT_GATEWAY_TOKEN = "paper-demo-token"
+# The live decisions run the offline evaluation's search (services/jobs/evaluate.py): this backend,
+# SearchConfig.serving() with ``simulations``, no noise, greedy.
+BACKEND = "auto"
+
+
+class InferenceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMZ_INFERENCE_", frozen=True)
+
+    # Model: a pinned version, else the checkpoint the pointer names (re-read every reload_seconds).
+    checkpoint_dir: Path = Path("runs/checkpoints")  # a checkpoint root written by `smz train`
+    follow: Literal["latest", "best"] = "latest"
+    model_version: str | None = None  # a checkpoint directory name under checkpoint_dir; pins it
+    reload_seconds: float = Field(5.0, gt=0)
+    # Search and batching.
+    simulations: int = Field(25, ge=1)
+    batch_wait_ms: float = Field(2.0, ge=0)  # after a batch's first request, wait this long for more
+    max_batch: int = Field(64, ge=1)
+    threads: int = Field(1, ge=1)  # torch/numba threads of the search
+    # HTTP API.
+    host: str = "127.0.0.1"  # 0.0.0.0 in containers
+    port: int = Field(8001, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Stream worker: windows from Redis in, orders to the broker gateway out.
+    stream_enabled: bool = True
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    windows_stream: str = WINDOWS_STREAM
+    group: str = INFERENCE_GROUP
+    consumer: str = Field("inference-1", min_length=1)  # stable, so a restart re-reads its own pending
+    claim_idle_ms: int = Field(10_000, ge=1)  # reclaim other consumers' entries idle this long
+    dead_letter_stream: str = "smz:windows:dead"  # malformed and refused entries; "" drops them
+    gateway_url: str = "http://127.0.0.1:8002"
+    gateway_token: SecretStr = SecretStr(DEFAULT_GATEWAY_TOKEN)
+    gateway_timeout_seconds: float = Field(5.0, gt=0)
+    retry_max_seconds: float = Field(5.0, gt=0)  # backoff cap of gateway and Redis retries
+    account: str = Field("paper", min_length=1, max_length=64)
+
+    @field_validator("model_version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        return validate_version(value)
+
+    def search_config(self) -> SearchConfig:
+        """The serving search with this many simulations (no noise, greedy)."""
+        return SearchConfig(**{**SearchConfig.serving().model_dump(), "num_simulations": self.simulations})

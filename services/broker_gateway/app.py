@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from services.api_errors import install_error_handlers
 from services.broker_gateway.brokers import Broker, PaperBroker
 from services.broker_gateway.engine import Gateway, OrderConflictError
 from services.broker_gateway.ledger import PositionRecord
@@ -138,6 +139,7 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
         "publishes positions to Redis. See docs/GATEWAY.md.",
         lifespan=lifespan,
     )
+    install_error_handlers(app)
     app.state.gateway = gateway
     app.state.token = settings.token.get_secret_value().encode()
     auth = [Depends(require_token)]

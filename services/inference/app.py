@@ -15,11 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request, Response, status
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from services.api_errors import install_error_handlers
 from services.inference.batcher import Batcher
 from services.inference.metrics import InferenceMetrics
 from services.inference.model_store import ModelStore, NoModelError
@@ -77,17 +76,6 @@ class InferenceService:
         self.store.stop()
 
 
-def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    """422 that says what is wrong, without echoing the input (a NaN in it cannot be rendered as JSON)."""
-    assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-        for e in exc.errors()
-    ]
-    message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
-    return JSONResponse(status_code=422, content={"detail": errors, "message": message})
-
-
 def create_app(settings: InferenceSettings, service: InferenceService | None = None) -> FastAPI:
     """The app; its lifespan starts ``service`` (built from ``settings`` if not given) and stops it."""
     service = service or InferenceService(settings)
@@ -108,7 +96,7 @@ def create_app(settings: InferenceSettings, service: InferenceService | None = N
         lifespan=lifespan,
     )
     app.state.service = service
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    install_error_handlers(app)
 
     def no_model(detail: str) -> HTTPException:
         return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "1"})

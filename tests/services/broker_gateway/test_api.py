@@ -135,3 +135,13 @@ def test_smz_serve_explains_bad_settings(tmp_path: Path) -> None:
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "broker=oanda needs SMZ_GATEWAY_OANDA_ACCOUNT_ID and SMZ_GATEWAY_OANDA_TOKEN" in done.stderr
+
+
+def test_a_nan_price_is_a_clear_422_not_a_500(make_settings: Settings, open_gateway: Any) -> None:
+    body = '{"idempotency_key": "k", "account": "a", "instrument": "GBPJPY", "bar_ts": 60, "close": NaN, '
+    body += '"action": 1, "session_id": "s", "step": 0}'
+    with open_gateway(make_settings()) as gw:
+        headers = {"Authorization": "Bearer test-gateway-token", "Content-Type": "application/json"}
+        response = gw.http.post("/v1/orders", content=body, headers=headers)
+    assert response.status_code == 422
+    assert "close" in response.json()["message"]

@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -112,6 +113,7 @@ def _endpoints(config: StackConfig) -> Table:
         f"{config.inference_url}/metrics  {config.gateway_url}/metrics  "
         f"http://{config.host}:{config.feature_builder_metrics_port}/metrics",
     )
+    table.add_row("paper account", config.account)
     table.add_row("logs and ledger", str(config.run_dir))
     return table
 
@@ -119,7 +121,7 @@ def _endpoints(config: StackConfig) -> Table:
 def _gateway_trades(config: StackConfig) -> list[dict[str, object]]:
     response = httpx.get(
         f"{config.gateway_url}/v1/trades",
-        params={"instrument": config.instrument, "limit": 100_000},
+        params={"account": config.account, "instrument": config.instrument, "limit": 100_000},
         headers={"Authorization": f"Bearer {config.token}"},
         timeout=10.0,
     )
@@ -142,8 +144,16 @@ def run_up(
     train_if_needed(db, checkpoints, train_minutes, run_dir, console)
     with Store(db, read_only=True) as store:
         total_bars = store.count_bars(SAMPLE_INSTRUMENT)
+    # Each run paper-trades a fresh account: replaying the same bars again is a new run, and the
+    # ledger keeps the earlier ones.
+    account = "paper-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     config = StackConfig(
-        db=db, instrument=SAMPLE_INSTRUMENT, checkpoint_dir=checkpoints, run_dir=run_dir, pace_ms=pace_ms
+        db=db,
+        instrument=SAMPLE_INSTRUMENT,
+        checkpoint_dir=checkpoints,
+        run_dir=run_dir,
+        pace_ms=pace_ms,
+        account=account,
     )
     stack = LiveStack(config)
     stopping = False
@@ -204,6 +214,7 @@ def _status(config: StackConfig) -> str:
     try:
         positions = httpx.get(
             f"{config.gateway_url}/v1/positions",
+            params={"account": config.account},
             headers={"Authorization": f"Bearer {config.token}"},
             timeout=2.0,
         ).json()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from shared.reward import ACTIONS
@@ -39,9 +41,16 @@ class TrainerMetrics:
             "smz_trainer_validation", "Validation metrics of the latest checkpoint", ["metric"], registry=r
         )
 
-    def serve(self, port: int, host: str) -> None:
-        if port:
+    def serve(self, port: int, host: str) -> bool:
+        """Start the endpoint; a busy port (another trainer, say) costs the metrics, not the run."""
+        if not port:
+            return False
+        try:
             start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            warnings.warn(f"trainer metrics not served: {host}:{port}: {exc}", stacklevel=2)
+            return False
+        return True
 
     def record_losses(self, losses: list[LossParts]) -> None:
         if not losses:

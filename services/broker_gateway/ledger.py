@@ -18,6 +18,7 @@ from typing import Any, Literal
 import duckdb
 
 from services.broker_gateway.brokers import Fill
+from shared.env import TRADE_LOG_FIELDS
 from shared.position import ClosedTrade, PositionState
 from shared.wire import OrderRequest, OrderResult, PositionMessage
 
@@ -77,15 +78,7 @@ CREATE TABLE IF NOT EXISTS controls (
 """
 
 TRADE_COLUMNS = (
-    "instrument",
-    "side",
-    "entry_ts",
-    "entry_price",
-    "exit_ts",
-    "exit_price",
-    "pnl_pips",
-    "bars_held",
-    "exit_reason",
+    *TRADE_LOG_FIELDS,
     "model_version",
     "account",
     "broker_entry_price",

@@ -12,31 +12,12 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.broker_gateway.risk import DAY_SECONDS
+from services.observability import LATENCY_BUCKETS
 
 # Symmetric around 0, finer near the 4-pip spread where most trades end.
 _PNL_EDGES = (1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 40, 50, 60)
 TRADE_PNL_BUCKETS = (*(-e for e in reversed(_PNL_EDGES)), 0, *_PNL_EDGES)
 ORDER_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-LATENCY_BUCKETS = (
-    0.001,
-    0.002,
-    0.003,
-    0.005,
-    0.0075,
-    0.01,
-    0.015,
-    0.02,
-    0.03,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.2,
-    0.3,
-    0.5,
-    0.75,
-    1.0,
-)
 
 
 @dataclass

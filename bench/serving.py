@@ -1,0 +1,205 @@
+"""Serving speed through the real processes: ``POST /v1/decisions`` latency at concurrency 1,
+throughput at concurrency 32, and bar-to-order latency through the whole live stack.
+
+The stack (Redis, broker gateway, inference, feature builder) runs as in ``smz up``, on a full-size
+checkpoint (random weights unless ``--checkpoint`` is given; speed does not depend on the weights).
+Bar-to-order latency of a bar = the time its position message entered Redis (the gateway has then
+applied the order and committed the ledger) minus the time its window entered Redis, both read from
+the Redis stream entry ids (millisecond clock of the Redis server).
+
+Targets: p99 at concurrency 1 <= 15 ms; >= 300 decisions/s at concurrency 32; bar-to-order p99 <= 50 ms.
+Prints one JSON line (keys decide_p50_ms_c1, decide_p99_ms_c1, decisions_per_s_c32,
+bar_to_order_p50_ms, bar_to_order_p99_ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import redis
+import torch
+
+from services.jobs.features import run_features
+from services.jobs.ingest import run_ingest
+from services.jobs.stack import LiveStack, StackConfig
+from services.jobs.up import SAMPLE, SAMPLE_INSTRUMENT
+from shared.env import MarketData, TradingEnv
+from shared.model.checkpoint import save_checkpoint, write_pointer
+from shared.model.networks import MuZeroNetwork
+from shared.sessions import SESSION_BARS, tile_sessions, valid_session_starts
+from shared.store import Store
+from shared.wire import PositionMessage, WindowMessage
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _windows(db: Path, count: int) -> list[list[list[float]]]:
+    """Real windows of the sample (flat position), as a client would send them."""
+    with Store(db, read_only=True) as store:
+        ds = store.load_dataset(SAMPLE_INSTRUMENT)
+    env = TradingEnv(MarketData(SAMPLE_INSTRUMENT, ds.bars.ts, ds.bars.close, ds.features))
+    starts = tile_sessions(valid_session_starts(ds.bars.ts))
+    obs = env.reset(np.asarray(starts[: max(1, count // SESSION_BARS + 1)]))
+    out: list[list[list[float]]] = []
+    while len(out) < count:
+        out.extend(o.tolist() for o in obs)
+        obs = env.step(np.zeros(env.n, dtype=np.int64)).observation
+    return out[:count]
+
+
+def _percentile_ms(samples: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(samples) * 1000.0, q)), 2)
+
+
+def bench_c1(url: str, windows: list[list[list[float]]], requests: int) -> list[float]:
+    latencies = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for i in range(requests):
+            body = {"instrument": SAMPLE_INSTRUMENT, "window": windows[i % len(windows)]}
+            t0 = time.perf_counter()
+            response = client.post("/v1/decisions", json=body)
+            latencies.append(time.perf_counter() - t0)
+            response.raise_for_status()
+    return latencies
+
+
+def bench_concurrent(
+    url: str, windows: list[list[list[float]]], concurrency: int, seconds: float
+) -> tuple[float, int]:
+    done = [0] * concurrency
+    stop_at = time.perf_counter() + seconds
+    errors: list[BaseException] = []
+
+    def client_loop(k: int) -> None:
+        try:
+            with httpx.Client(base_url=url, timeout=30) as client:
+                i = k
+                while time.perf_counter() < stop_at:
+                    body = {"instrument": SAMPLE_INSTRUMENT, "window": windows[i % len(windows)]}
+                    client.post("/v1/decisions", json=body).raise_for_status()
+                    done[k] += 1
+                    i += concurrency
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return sum(done) / elapsed, sum(done)
+
+
+def bar_to_order(client: redis.Redis, config: StackConfig) -> list[float]:
+    """Seconds from each window's entry to its position's entry, by bar timestamp."""
+    published: dict[int, int] = {}
+    for entry_id, fields in client.xrange(config.windows_stream):
+        msg = WindowMessage.model_validate_json(fields[b"data"])
+        if msg.kind == "window":
+            published[msg.bar_ts] = int(entry_id.split(b"-")[0])
+    delays = []
+    for entry_id, fields in client.xrange(config.positions_stream):
+        msg = PositionMessage.model_validate_json(fields[b"data"])
+        if msg.account == config.account and msg.as_of_bar_ts in published:
+            delays.append((int(entry_id.split(b"-")[0]) - published[msg.as_of_bar_ts]) / 1000.0)
+    return delays
+
+
+def main() -> dict[str, object]:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--checkpoint", type=Path, help="checkpoint root (default: random weights)")
+    parser.add_argument("--requests", type=int, default=500, help="sequential requests at concurrency 1")
+    parser.add_argument("--seconds", type=float, default=15.0, help="duration at concurrency 32")
+    parser.add_argument("--bars", type=int, default=1080, help="bars replayed for bar-to-order")
+    parser.add_argument("--threads", type=int, default=2, help="search threads of the inference service")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="smz-bench-serving-"))
+    db = tmp / "sample.duckdb"
+    run_ingest([SAMPLE], instrument=SAMPLE_INSTRUMENT, db=db)
+    run_features(db, SAMPLE_INSTRUMENT)
+    root = args.checkpoint
+    if root is None:
+        torch.manual_seed(0)
+        root = tmp / "checkpoints"
+        write_pointer(root, "latest", save_checkpoint(root, MuZeroNetwork().eval(), training_step=1).name)
+    with Store(db, read_only=True) as store:
+        ts = store.load_dataset(SAMPLE_INSTRUMENT).bars.ts
+    first = int(tile_sessions(valid_session_starts(ts))[0])
+    run_id = uuid.uuid4().hex[:8]
+    config = StackConfig(
+        db=db,
+        instrument=SAMPLE_INSTRUMENT,
+        checkpoint_dir=root,
+        run_dir=tmp / "live",
+        inference_port=_free_port(),
+        gateway_port=_free_port(),
+        feature_builder_metrics_port=_free_port(),
+        account=f"bench-{run_id}",
+        windows_stream=f"smz:bench:{run_id}:windows",
+        positions_stream=f"smz:bench:{run_id}:positions",
+        start=datetime.fromtimestamp(int(ts[first]), UTC).isoformat(),
+        end=datetime.fromtimestamp(int(ts[first + args.bars - 1]) + 60, UTC).isoformat(),
+        inference_threads=args.threads,
+    )
+    windows = _windows(db, 512)
+    client = redis.Redis.from_url(config.redis_url)
+    stack = LiveStack(config)
+    try:
+        stack.ensure_redis()
+        stack.gateway.start()
+        stack.inference.start()
+        stack.gateway.wait_ready()
+        stack.inference.wait_ready()
+        bench_c1(config.inference_url, windows, 50)  # warm-up: numba and torch first calls
+        c1 = bench_c1(config.inference_url, windows, args.requests)
+        rate, total = bench_concurrent(config.inference_url, windows, 32, args.seconds)
+        # Then the whole stack, as fast as the bar-by-bar loop goes.
+        stack.feature_builder.start()
+        code = stack.feature_builder.wait(timeout=1800)
+        if code != 0:
+            raise RuntimeError(f"feature builder exited with {code}:\n{stack.feature_builder.tail()}")
+        time.sleep(1.0)
+        delays = bar_to_order(client, config)
+    finally:
+        stack.stop()
+        client.delete(config.windows_stream, config.positions_stream)
+    result: dict[str, object] = {
+        "bench": "serving",
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "inference_threads": args.threads,
+        "decide_p50_ms_c1": _percentile_ms(c1, 50),
+        "decide_p99_ms_c1": _percentile_ms(c1, 99),
+        "decisions_per_s_c32": round(rate, 1),
+        "decisions_c32": total,
+        "bars": len(delays),
+        "bar_to_order_p50_ms": _percentile_ms(delays, 50),
+        "bar_to_order_p99_ms": _percentile_ms(delays, 99),
+        "targets": {"decide_p99_ms_c1": 15, "decisions_per_s_c32": 300, "bar_to_order_p99_ms": 50},
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

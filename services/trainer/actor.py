@@ -7,6 +7,7 @@ batched search and sends the trajectories to the learner over a queue.
 
 from __future__ import annotations
 
+import multiprocessing
 import queue as queue_module
 import time
 from dataclasses import dataclass
@@ -82,7 +83,13 @@ def run_actor(
     model = MuZeroNetwork(weights.model.cfg)
     model.eval()
     seen = -2  # below any published version, so the first pull copies
-    while not stop.is_set():
+    parent = multiprocessing.parent_process()
+
+    def running() -> bool:
+        # A learner killed without its cleanup (SIGKILL) must not leave actors playing forever.
+        return not stop.is_set() and (parent is None or parent.is_alive())
+
+    while running():
         seen = weights.pull(model, seen)
         collector = make_model_functions(model, "auto", threads=1)
         temperature = config.temperature(int(episodes.value))
@@ -96,7 +103,7 @@ def run_actor(
             rng,
         )
         collected = CollectedRound(round_, temperature, time.monotonic() - began, seen)
-        while not stop.is_set():
+        while running():
             try:
                 rounds.put(collected, timeout=0.5)
                 break

@@ -222,6 +222,13 @@ def train(
     ] = 64,
 ) -> None:
     """Self-play, replay, MuZero learning, validation and checkpoints; resumes automatically."""
+    import signal
+
+    def _terminate(signum: int, frame: object) -> None:
+        # SIGTERM (docker stop, kubectl delete) unwinds like Ctrl-C, so self-play processes are stopped.
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _terminate)
     from services.trainer.settings import TrainerSettings
     from services.trainer.worker import run_training
 
@@ -289,6 +296,54 @@ def report(
         raise typer.Exit(2) from exc
     for path in written:
         typer.echo(str(path))
+
+
+@app.command()
+def rollout(
+    version: Annotated[
+        str | None, typer.Argument(help="Checkpoint version to serve (a directory name under --checkpoints).")
+    ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint root to verify VERSION in (a copy or mount of the cluster's volume)."),
+    ] = None,
+    namespace: Annotated[
+        str, typer.Option("--namespace", "-n", help="Kubernetes namespace.")
+    ] = "micro-muzero",
+    deployment: Annotated[str, typer.Option(help="The inference Deployment.")] = "inference",
+    timeout: Annotated[
+        str, typer.Option(help="How long `kubectl rollout status` waits, e.g. 90s, 10m.")
+    ] = "10m",
+    undo: Annotated[bool, typer.Option("--undo", help="Go back to the previous revision instead.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Verify, print the kubectl commands, run none.")
+    ] = False,
+    kubectl: Annotated[str, typer.Option(help="The kubectl binary.")] = "kubectl",
+    context: Annotated[
+        str | None, typer.Option(help="kubeconfig context (default: the current one).")
+    ] = None,
+) -> None:
+    """Roll a verified checkpoint version out to the inference Deployment, or back (docs/K8S.md)."""
+    from services.jobs import rollout as job
+
+    target = job.Target(namespace, deployment, timeout, kubectl, context)
+    try:
+        if undo:
+            if version is not None:
+                raise job.RolloutError("give either VERSION or --undo, not both")
+            job.undo(target, runner=job.DEFAULT_RUNNER, dry_run=dry_run, echo=typer.echo)
+        else:
+            if version is None or checkpoints is None:
+                raise job.RolloutError("give VERSION and --checkpoints DIR (or --undo)")
+            job.rollout(
+                version, checkpoints, target, runner=job.DEFAULT_RUNNER, dry_run=dry_run, echo=typer.echo
+            )
+    except job.RolloutError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except job.KubectlError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 model_app = typer.Typer(help="The six networks.", no_args_is_help=True)

@@ -49,7 +49,7 @@ class Batcher:
         store: ModelStore,
         config: SearchConfig,
         *,
-        batch_wait_ms: float = 2.0,
+        batch_wait_ms: float = 0.0,
         max_batch: int = 64,
         threads: int = 1,
         metrics: InferenceMetrics | None = None,

@@ -29,7 +29,9 @@ class InferenceSettings(BaseSettings):
     reload_seconds: float = Field(5.0, gt=0)
     # Search and batching.
     simulations: int = Field(25, ge=1)
-    batch_wait_ms: float = Field(2.0, ge=0)  # after a batch's first request, wait this long for more
+    # After a batch's first request, wait this long for more. 0: take what is queued; under load requests
+    # queue up while a search runs, so batches form without adding a wait to every decision.
+    batch_wait_ms: float = Field(0.0, ge=0)
     max_batch: int = Field(64, ge=1)
     threads: int = Field(1, ge=1)  # torch/numba threads of the search
     # HTTP API.

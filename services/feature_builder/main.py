@@ -2,7 +2,8 @@
 
 Settings come from ``SMZ_FEATURE_BUILDER_*`` environment variables (``settings.py``,
 docs/FEATURE_BUILDER.md). Exit codes: 0 at the end of a replay (after the last window's position
-arrived, or ``position_wait_seconds`` passed without it, which is logged) and on SIGINT/SIGTERM;
+arrived, or ``position_wait_seconds`` passed without it, which is logged; with ``after_replay=idle``
+it stays up serving metrics instead) and on SIGINT/SIGTERM;
 2 for bad settings or a source that cannot be read.
 """
 
@@ -101,6 +102,7 @@ def run(
         if not stop.is_set():
             log.info("%s: replay ended; waiting for the last window's position", settings.instrument)
             builder.finish()
+            metrics.replay_finished.labels(settings.instrument).set(1)
     except (Stopped, redis.RedisError) as exc:
         if not stop.is_set():
             raise
@@ -109,6 +111,11 @@ def run(
         source.close()
     for name, summary in (builder.summary() if builder else {}).items():
         log.info("%s: done in %.1f s: %s", name, time.monotonic() - started, summary)
+    if settings.after_replay == "idle" and not stop.is_set():
+        log.info(
+            "%s: replay finished; serving metrics until stopped (after_replay=idle)", settings.instrument
+        )
+        stop.wait()
     return 0
 
 

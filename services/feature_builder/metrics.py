@@ -56,6 +56,13 @@ class FeatureBuilderMetrics:
             registry=r,
         )
 
+        self.replay_finished = Gauge(
+            "smz_feature_builder_replay_finished",
+            "1 once a replay source has no more bars (the last window's position arrived or timed out)",
+            ["instrument"],
+            registry=r,
+        )
+
     def serve(self, port: int, host: str) -> None:
         if port:
             start_http_server(port, addr=host, registry=self.registry)

@@ -30,6 +30,9 @@ class FeatureBuilderSettings(BaseSettings):
     end: datetime | None = None
     pace_ms: float = Field(0.0, ge=0)  # 0: as fast as possible; N: one bar every N ms
     realtime: bool = False  # replay at the bars' own pace (timestamp differences); overrides pace_ms
+    # At the end of a replay: exit 0, or stay up serving metrics until stopped (containers, where an
+    # exit would either restart the replay or leave the dashboards without the builder's series).
+    after_replay: Literal["exit", "idle"] = "exit"
     history_bars: int = Field(DEFAULT_HISTORY_BARS, ge=WARMUP_BARS)
     # OANDA v20 practice feed.
     oanda_url: str = "https://api-fxpractice.oanda.com"

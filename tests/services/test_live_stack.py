@@ -8,7 +8,6 @@ worker is killed mid-stream and restarted, and a broken checkpoint is dropped in
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 import uuid
 from datetime import UTC, datetime
@@ -30,21 +29,12 @@ from shared.model.checkpoint import save_checkpoint, write_pointer
 from shared.model.networks import MuZeroNetwork
 from shared.sessions import SESSION_BARS, tile_sessions
 from shared.store import Store
+from tests.helpers import free_port, iso
 
 REPO = Path(__file__).resolve().parents[2]
 GBPJPY_2017 = REPO.parent / "shared" / "data" / "fx" / "GBPJPY" / "HISTDATA_COM_ASCII_GBPJPY_M1_2017.zip"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SESSIONS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 def _contiguous_sessions(db: Path, instrument: str, count: int) -> tuple[int, int]:
@@ -105,16 +95,16 @@ def test_live_stack_trades_exactly_like_the_backtest(tmp_path: Path) -> None:
         checkpoint_dir=root,
         run_dir=tmp_path / "live",
         redis_url=REDIS_URL,
-        inference_port=_free_port(),
-        gateway_port=_free_port(),
-        feature_builder_metrics_port=_free_port(),
+        inference_port=free_port(),
+        gateway_port=free_port(),
+        feature_builder_metrics_port=free_port(),
         token=f"token-{run_id}",
         account=f"e2e-{run_id}",
         windows_stream=f"smz:test:{run_id}:windows",
         positions_stream=f"smz:test:{run_id}:positions",
         consumer="inference-e2e",
-        start=_iso(start_ts),
-        end=_iso(end_ts),
+        start=iso(start_ts),
+        end=iso(end_ts),
         extra_env={
             "SMZ_INFERENCE_RELOAD_SECONDS": "0.5",
             "SMZ_INFERENCE_CLAIM_IDLE_MS": "2000",

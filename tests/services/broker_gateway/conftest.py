@@ -7,7 +7,6 @@ import importlib.util
 import json
 import os
 import re
-import socket
 import threading
 import time
 import uuid
@@ -27,6 +26,7 @@ from fastapi.testclient import TestClient
 from services.broker_gateway.app import create_app
 from services.broker_gateway.brokers import Broker
 from services.broker_gateway.settings import GatewaySettings
+from tests.helpers import free_port
 
 # The core's fixtures (the real sample bars): one definition, loaded by path since tests/ is no package.
 _spec = importlib.util.spec_from_file_location(
@@ -405,12 +405,6 @@ def oanda_stub() -> Iterator[OandaStub]:
     yield stub
     server.shutdown()
     server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

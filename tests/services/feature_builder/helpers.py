@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import numpy as np
 
 from shared.bars import Bars
 from shared.env import EnvConfig, MarketData, TradingEnv
 from shared.features import market_features
 from shared.wire import WindowMessage
-
-
-def iso(ts: int) -> str:
-    return datetime.fromtimestamp(int(ts), tz=UTC).isoformat()
 
 
 def assert_backtest_windows(bars: Bars, windows: list[WindowMessage], actions: dict[int, int]) -> int:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,8 +18,8 @@ from services.feature_builder.main import build_source, main
 from services.feature_builder.settings import FeatureBuilderSettings
 from shared.bars import Bars
 from shared.wire import POSITIONS_STREAM, WINDOWS_STREAM
+from tests.helpers import free_port, iso
 from tests.services.feature_builder.conftest import REDIS_URL, REPO, Gateway, Names, stream_messages
-from tests.services.feature_builder.helpers import iso
 
 START = 1000
 
@@ -53,12 +53,6 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, sam
     with pytest.raises(SystemExit) as exited:  # end before start
         main()
     assert exited.value.code == 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(names: Names, sample_zip: Path, start: int, end: int, **extra: str) -> subprocess.Popen[bytes]:
@@ -132,3 +126,43 @@ def test_smz_serve_exposes_metrics_and_stops_on_sigterm(
     ):
         assert name in metrics
     assert b"received SIGTERM" in output
+
+
+def test_after_replay_idle_keeps_serving_metrics_until_sigterm(
+    sample_zip: Path, gbpjpy_sample: Bars, redis_client: redis.Redis, names: Names
+) -> None:
+    ts = gbpjpy_sample.ts
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    finished = 'smz_feature_builder_replay_finished{instrument="GBPJPY"} 1.0'
+    with Gateway(redis_client, names) as gateway:
+        proc = serve(
+            names,
+            sample_zip,
+            int(ts[START]),
+            int(ts[START + 20]),
+            SMZ_FEATURE_BUILDER_METRICS_PORT=str(port),
+            SMZ_FEATURE_BUILDER_AFTER_REPLAY="idle",
+        )
+        try:
+            deadline = time.monotonic() + 30
+            metrics = ""
+            while finished not in metrics:
+                assert time.monotonic() < deadline, metrics
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                with contextlib.suppress(httpx.HTTPError):
+                    metrics = httpx.get(url, timeout=5).text
+                time.sleep(0.1)
+            assert len(gateway.actions) == 20
+            time.sleep(0.5)
+            assert proc.poll() is None  # still up after the replay
+            assert (
+                'smz_feature_builder_windows_published_total{instrument="GBPJPY"} 20.0' in httpx.get(url).text
+            )
+            proc.send_signal(signal.SIGTERM)
+            output, _ = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, output.decode()
+    assert b"serving metrics until stopped" in output

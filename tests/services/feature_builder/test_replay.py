@@ -16,8 +16,9 @@ from services.feature_builder.sources import BarRows, ReplaySource
 from shared.bars import Bars
 from shared.schema import N_MARKET
 from shared.sessions import SESSION_BARS
+from tests.helpers import iso
 from tests.services.feature_builder.conftest import Gateway, Names, stream_messages, trader
-from tests.services.feature_builder.helpers import assert_backtest_windows, iso
+from tests.services.feature_builder.helpers import assert_backtest_windows
 
 START, LIVE = 1000, 400  # sample bar index of the first live bar, live bars (one session and 40 bars)
 HISTORY = 450

@@ -3,7 +3,6 @@ and a stand-in broker gateway that records orders with idempotency."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from shared.model.networks import MuZeroNetwork
 from shared.reward import Action
 from shared.schema import N_FEATURES, N_MARKET, WINDOW
 from shared.wire import OrderRequest, OrderResult
+from tests.helpers import free_port
 
 TINY = ModelConfig(hidden=32, tcn_channels=8, support_size=10)
 TOKEN = "test-token"
@@ -56,12 +56,6 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager

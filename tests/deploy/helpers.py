@@ -1,0 +1,283 @@
+"""What the deploy tests share: paths, the metrics the services really export, and a small PromQL reader
+that finds the metric and label names an expression uses (enough for our dashboards and rules; it is
+not a PromQL parser)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+COMPOSE_FILE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+PROMETHEUS_DIR = DEPLOY / "prometheus"
+PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
+ALERTS = PROMETHEUS_DIR / "alerts.yml"
+ALERTS_TEST = PROMETHEUS_DIR / "alerts_test.yml"
+DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+LIVE_DASHBOARD = DEPLOY / "grafana" / "dashboards" / "live-trading.json"
+GRAFANA_PROVISIONING = DEPLOY / "grafana" / "provisioning"
+# Labels Prometheus adds to every scraped series.
+TARGET_LABELS = frozenset({"job", "instance"})
+# Series every Prometheus has besides the services' own.
+PROMETHEUS_SERIES = {"up": frozenset()}
+
+
+def tool(name: str) -> str:
+    """A binary the test needs: fail in CI (.ci/run installs it), skip elsewhere."""
+    found = shutil.which(name)
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is not installed: .ci/run installs it with apt-get")
+    pytest.skip(f"{name} is not installed (apt-get install -y docker-compose prometheus)")
+
+
+# ------------------------------------------------------------------------------------------ metrics
+@dataclass(frozen=True)
+class Metric:
+    name: str  # as created, e.g. smz_gateway_orders (a counter's series is smz_gateway_orders_total)
+    kind: str  # counter, gauge, histogram
+    labels: frozenset[str]
+    module: str
+
+
+@cache
+def service_metrics() -> tuple[Metric, ...]:
+    """Every metric of services/*/metrics.py: each ``*Metrics`` class there, instantiated on a fresh
+    registry, and its prometheus_client metrics read back."""
+    found: list[Metric] = []
+    for path in sorted((REPO / "services").glob("*/metrics.py")):
+        module_name = f"services.{path.parent.name}.metrics"
+        module = importlib.import_module(module_name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module_name or not cls.__name__.endswith("Metrics"):
+                continue
+            instance = cls(CollectorRegistry())
+            for value in vars(instance).values():
+                if isinstance(value, MetricWrapperBase):
+                    found.append(Metric(value._name, value._type, frozenset(value._labelnames), module_name))
+    return tuple(found)
+
+
+@cache
+def exported_series() -> dict[str, frozenset[str]]:
+    """Series name -> its label names, as Prometheus scrapes them (without job and instance)."""
+    series: dict[str, frozenset[str]] = dict(PROMETHEUS_SERIES)
+    for m in service_metrics():
+        if m.kind == "counter":
+            series[f"{m.name}_total"] = m.labels
+            series[f"{m.name}_created"] = m.labels
+        elif m.kind == "histogram":
+            series[f"{m.name}_bucket"] = m.labels | {"le"}
+            for suffix in ("_sum", "_count", "_created"):
+                series[m.name + suffix] = m.labels
+        else:
+            series[m.name] = m.labels
+    return series
+
+
+# ------------------------------------------------------------------------------------------- PromQL
+# Functions, aggregations and keywords that may appear as bare words in our expressions.
+PROMQL_WORDS = frozenset(
+    {
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "group",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "rate",
+        "irate",
+        "increase",
+        "delta",
+        "idelta",
+        "deriv",
+        "predict_linear",
+        "histogram_quantile",
+        "abs",
+        "ceil",
+        "floor",
+        "round",
+        "clamp",
+        "clamp_min",
+        "clamp_max",
+        "vector",
+        "scalar",
+        "time",
+        "timestamp",
+        "absent",
+        "absent_over_time",
+        "changes",
+        "resets",
+        "day_of_week",
+        "day_of_month",
+        "days_in_month",
+        "hour",
+        "minute",
+        "month",
+        "year",
+        "label_replace",
+        "label_join",
+        "sort",
+        "sort_desc",
+        "sgn",
+        "exp",
+        "ln",
+        "log2",
+        "log10",
+        "sqrt",
+        "avg_over_time",
+        "min_over_time",
+        "max_over_time",
+        "sum_over_time",
+        "count_over_time",
+        "last_over_time",
+        "quantile_over_time",
+        "stddev_over_time",
+        "present_over_time",
+        "inf",
+        "nan",
+    }
+)
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)?\s*\{([^}]*)\}")
+_MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)")
+_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+_WORD = re.compile(r"(?<![\w.$])([A-Za-z_:][A-Za-z0-9_:]*)")
+
+
+@dataclass
+class PromQLNames:
+    metrics: set[str]
+    selector_labels: dict[str, set[str]]  # metric -> label names in its {...}
+    grouping_labels: set[str]  # labels of by/without/on/ignoring/group_left/group_right
+    unknown_words: set[str]  # bare words that are neither PromQL nor a known series
+
+
+def promql_names(expr: str) -> PromQLNames:
+    known = exported_series()
+    text = _STRING.sub('""', expr)
+    text = re.sub(r"\[[^\]]*\]", "", text)  # range selectors: [5m], [$__rate_interval]
+    selector_labels: dict[str, set[str]] = {}
+    for m in _SELECTOR.finditer(text):
+        name = m.group(1) or ""
+        selector_labels.setdefault(name, set()).update(x.group(1) for x in _MATCHER.finditer(m.group(2)))
+    text = _SELECTOR.sub(lambda m: f" {m.group(1) or ''} ", text)
+    grouping: set[str] = set()
+    for m in _GROUPING.finditer(text):
+        grouping.update(label.strip() for label in m.group(2).split(",") if label.strip())
+    text = _GROUPING.sub(" ", text)
+    metrics, unknown = set(), set()
+    for word in _WORD.findall(text):
+        if word in PROMQL_WORDS:
+            continue
+        if word in known:
+            metrics.add(word)
+        else:
+            unknown.add(word)
+    return PromQLNames(metrics, selector_labels, grouping, unknown)
+
+
+def promql_problems(expr: str) -> list[str]:
+    """Why ``expr`` would not find the services' series: unknown metric names or labels."""
+    known = exported_series()
+    names = promql_names(expr)
+    problems = [f"unknown metric or word {w!r}" for w in sorted(names.unknown_words)]
+    if not names.metrics:
+        problems.append("uses no metric of the services")
+    for metric, labels in names.selector_labels.items():
+        if metric == "":
+            problems.append("a selector without a metric name")
+            continue
+        for label in sorted(labels - known.get(metric, frozenset()) - TARGET_LABELS):
+            problems.append(f"{metric} has no label {label!r}")
+    available = set(TARGET_LABELS).union(*(known[m] for m in names.metrics)) if names.metrics else set()
+    for label in sorted(names.grouping_labels - available):
+        problems.append(f"grouping by {label!r}, a label none of {sorted(names.metrics)} has")
+    return problems
+
+
+# -------------------------------------------------------------------------------- dashboards, rules
+def load_dashboard(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, rows' collapsed panels included."""
+    out = []
+    for panel in dashboard["panels"]:
+        out.append(panel)
+        out.extend(panel.get("panels", []))
+    return out
+
+
+def query_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in panels(dashboard) if p.get("type") != "row"]
+
+
+def variable_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(metric, label) of every ``label_values(metric, label)`` template variable."""
+    out = []
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var.get("type") != "query":
+            continue
+        query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+        m = re.fullmatch(r"\s*label_values\(\s*([A-Za-z_:][\w:]*)\s*,\s*(\w+)\s*\)\s*", query)
+        assert m, f"variable {var['name']}: only label_values(metric, label) is supported, got {query!r}"
+        out.append((m.group(1), m.group(2)))
+    return out
+
+
+# Grafana's variables, made concrete for a query straight to Prometheus.
+GRAFANA_SUBSTITUTIONS = {
+    "$__rate_interval": "1m",
+    "$__interval": "15s",
+    "$__range": "1h",
+    "${instrument}": ".*",
+    "$instrument": ".*",
+}
+
+
+def concrete(expr: str, substitutions: dict[str, str] | None = None) -> str:
+    subs = {**GRAFANA_SUBSTITUTIONS, **(substitutions or {})}
+    for key in sorted(subs, key=len, reverse=True):
+        expr = expr.replace(key, subs[key])
+    assert "$" not in expr, f"a Grafana variable is left in {expr!r}"
+    return expr
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]

@@ -1,0 +1,172 @@
+"""docker-compose.yml: `docker-compose config` (v1, the Debian package) accepts it with the committed
+.env.example, in file format 2.4 and as a Compose Specification file (what Compose v2 reads), refuses
+it without the secrets, and the resolved config says what the deployment relies on."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.broker_gateway.settings import GatewaySettings
+from services.feature_builder.settings import FeatureBuilderSettings
+from services.inference.settings import InferenceSettings
+from services.trainer.settings import TrainerSettings
+from tests.deploy.helpers import COMPOSE_FILE, ENV_EXAMPLE, PROMETHEUS_CONFIG, REPO, tool
+
+SMZ_SERVICES = ("data-init", "trainer", "broker-gateway", "inference", "feature-builder")
+LONG_RUNNING = ("redis", "trainer", "broker-gateway", "inference", "feature-builder", "prometheus", "grafana")
+SECRETS = ("SMZ_GATEWAY_TOKEN", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+SETTINGS = {
+    "SMZ_INFERENCE_": InferenceSettings,
+    "SMZ_GATEWAY_": GatewaySettings,
+    "SMZ_FEATURE_BUILDER_": FeatureBuilderSettings,
+    "SMZ_TRAINER_": TrainerSettings,
+}
+
+
+def compose(*args: str, env_file: Path | None = ENV_EXAMPLE, file: Path = COMPOSE_FILE):
+    argv = [tool("docker-compose"), "--project-directory", str(REPO), "-f", str(file)]
+    if env_file is not None:
+        argv += ["--env-file", str(env_file)]
+    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60, check=False, cwd=REPO)
+
+
+@cache
+def resolved() -> dict[str, Any]:
+    out = compose("config")
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout)
+
+
+def test_compose_config_accepts_the_file() -> None:
+    config = resolved()
+    assert set(config["services"]) == {"redis", "prometheus", "grafana", *SMZ_SERVICES}
+    assert set(config["volumes"]) >= {"checkpoints", "redis-data", "market-data", "ledger"}
+
+
+def test_compose_specification_format_is_accepted_too(tmp_path: Path) -> None:
+    """Without `version:` docker-compose 1.29 validates against the Compose Specification schema, the
+    format Compose v2 implements (v2 ignores `version:` with a warning)."""
+    spec = tmp_path / "docker-compose.yml"
+    spec.write_text(re.sub(r"(?m)^version:.*\n", "", COMPOSE_FILE.read_text()))
+    out = compose("config", file=spec)
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout)["services"].keys() == resolved()["services"].keys()
+
+
+def test_secrets_come_from_the_env_file_only(tmp_path: Path) -> None:
+    text = COMPOSE_FILE.read_text()
+    example = ENV_EXAMPLE.read_text()
+    for name in SECRETS:
+        assert re.search(rf"\$\{{{name}:\?", text), f"{name} must be required (${{{name}:?...}})"
+        assert re.search(rf"(?m)^{name}=change-me", example), f".env.example must hold a placeholder {name}"
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+    assert ".env" in (REPO / ".dockerignore").read_text().split()
+    # Every variable the compose file reads is documented in .env.example.
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    documented = set(re.findall(r"(?m)^([A-Z0-9_]+)=", example))
+    assert used <= documented, f"not in .env.example: {sorted(used - documented)}"
+    # Without them, compose refuses to start and says which one is missing.
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    out = compose("config", env_file=empty)
+    assert out.returncode != 0
+    assert any(f"set {name} in .env" in out.stderr for name in SECRETS), out.stderr
+
+
+def test_checkpoints_volume_is_written_by_the_trainer_and_read_by_inference() -> None:
+    services = resolved()["services"]
+
+    def mount(service: str, target: str) -> str:
+        for volume in services[service]["volumes"]:
+            source, path, *mode = volume.split(":")
+            if path == target:
+                return f"{source}:{mode[0] if mode else 'rw'}"
+        raise AssertionError(f"{service} does not mount {target}")
+
+    assert mount("trainer", "/checkpoints") == "checkpoints:rw"
+    assert mount("inference", "/checkpoints") == "checkpoints:ro"
+    assert mount("broker-gateway", "/var/lib/smz/ledger") == "ledger:rw"
+    assert mount("data-init", "/data") == "market-data:rw"
+    assert mount("trainer", "/data") == "market-data:ro"
+    assert mount("feature-builder", "/data") == "market-data:ro"
+    redis = services["redis"]
+    assert "--appendonly" in redis["command"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert redis["volumes"] == ["redis-data:/data:rw"]
+
+
+def test_healthchecks_and_start_order() -> None:
+    services = resolved()["services"]
+    for name in LONG_RUNNING:
+        check = services[name].get("healthcheck", {})
+        assert check.get("test") and not check.get("disable"), f"{name} has no health check"
+    deps = {name: s.get("depends_on", {}) for name, s in services.items()}
+    assert deps["trainer"]["data-init"]["condition"] == "service_completed_successfully"
+    assert deps["feature-builder"]["data-init"]["condition"] == "service_completed_successfully"
+    for service, dependency in [
+        ("broker-gateway", "redis"),
+        ("inference", "redis"),
+        ("inference", "broker-gateway"),
+        ("feature-builder", "redis"),
+        ("feature-builder", "broker-gateway"),
+        ("feature-builder", "inference"),
+        ("grafana", "prometheus"),
+    ]:
+        assert deps[service][dependency]["condition"] == "service_healthy", (service, dependency)
+
+
+def test_services_bind_all_interfaces_and_read_real_settings() -> None:
+    services = resolved()["services"]
+    hosts = {
+        "broker-gateway": "SMZ_GATEWAY_HOST",
+        "inference": "SMZ_INFERENCE_HOST",
+        "feature-builder": "SMZ_FEATURE_BUILDER_METRICS_HOST",
+        "trainer": "SMZ_TRAINER_METRICS_HOST",
+    }
+    for service, variable in hosts.items():
+        assert services[service]["environment"][variable] == "0.0.0.0", service
+    for service in SMZ_SERVICES:
+        s = services[service]
+        assert s["image"] == "micro-muzero:0.1.0" and s["build"]["context"] == str(REPO)
+        for variable in s.get("environment", {}):
+            prefix = next((p for p in SETTINGS if variable.startswith(p)), None)
+            assert prefix, f"{service}: {variable} is not a setting of any service"
+            field = variable.removeprefix(prefix).lower()
+            assert field in SETTINGS[prefix].model_fields, f"{service}: {variable} is read by no setting"
+    # The gateway's token is the one inference sends.
+    assert (
+        services["inference"]["environment"]["SMZ_INFERENCE_GATEWAY_TOKEN"]
+        == services["broker-gateway"]["environment"]["SMZ_GATEWAY_TOKEN"]
+    )
+    # Published ports stay on the loopback unless BIND_ADDRESS says otherwise.
+    for name, s in services.items():
+        for port in s.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
+def test_prometheus_scrapes_the_compose_services_on_their_ports() -> None:
+    services = resolved()["services"]
+    prometheus = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    ports = {
+        "inference": services["inference"]["environment"]["SMZ_INFERENCE_PORT"],
+        "broker-gateway": services["broker-gateway"]["environment"]["SMZ_GATEWAY_PORT"],
+        "feature-builder": services["feature-builder"]["environment"]["SMZ_FEATURE_BUILDER_METRICS_PORT"],
+        "trainer": services["trainer"]["environment"]["SMZ_TRAINER_METRICS_PORT"],
+    }
+    targets = {
+        job["job_name"]: [t for c in job["static_configs"] for t in c["targets"]]
+        for job in prometheus["scrape_configs"]
+    }
+    for service, port in ports.items():
+        assert targets[service] == [f"{service}:{port}"]
+    mounts = services["prometheus"]["volumes"]
+    assert f"{REPO}/deploy/prometheus:/etc/prometheus:ro" in mounts
+    grafana = services["grafana"]["volumes"]
+    assert f"{REPO}/deploy/grafana/dashboards:/etc/grafana/dashboards:ro" in grafana
+    assert f"{REPO}/deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana

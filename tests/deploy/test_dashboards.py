@@ -1,0 +1,154 @@
+"""Grafana dashboards and provisioning: every dashboard parses, every panel has the provisioned
+Prometheus data source, and every query (panels, template variables, alert rules) uses metric and
+label names that services/*/metrics.py really exports."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.reward import ACTIONS
+from tests.deploy.helpers import (
+    DASHBOARDS,
+    GRAFANA_PROVISIONING,
+    LIVE_DASHBOARD,
+    REPO,
+    alert_rules,
+    concrete,
+    exported_series,
+    load_dashboard,
+    panels,
+    promql_names,
+    promql_problems,
+    query_panels,
+    service_metrics,
+    variable_queries,
+)
+
+
+def provisioned_datasource() -> dict:
+    doc = yaml.safe_load((GRAFANA_PROVISIONING / "datasources" / "prometheus.yml").read_text())
+    (source,) = doc["datasources"]
+    return source
+
+
+def test_the_metric_inventory_is_read_from_the_services() -> None:
+    modules = {m.module for m in service_metrics()}
+    assert modules == {
+        "services.broker_gateway.metrics",
+        "services.feature_builder.metrics",
+        "services.inference.metrics",
+        "services.trainer.metrics",
+    }
+    series = exported_series()
+    assert series["smz_inference_action_share"] == {"instrument", "action"}
+    assert series["smz_gateway_orders_total"] == {"instrument", "action", "status"}
+    assert "le" in series["smz_inference_search_seconds_bucket"]
+
+
+def test_the_promql_reader_catches_wrong_names() -> None:
+    assert promql_problems("sum by (instrument) (rate(smz_gateway_trades_total[5m]))") == []
+    assert promql_problems("smz_gateway_trades") == [
+        "unknown metric or word 'smz_gateway_trades'",
+        "uses no metric of the services",
+    ]
+    assert promql_problems('smz_gateway_halted{instrument="X"}') == [
+        "smz_gateway_halted has no label 'instrument'"
+    ]
+    assert promql_problems("sum by (reason) (smz_gateway_halted)") == [
+        "grouping by 'reason', a label none of ['smz_gateway_halted'] has"
+    ]
+    names = promql_names(
+        "histogram_quantile(0.99, sum by (le) (rate(smz_inference_search_seconds_bucket[1m])))"
+    )
+    assert names.metrics == {"smz_inference_search_seconds_bucket"} and names.grouping_labels == {"le"}
+
+
+def test_provisioning_points_at_the_compose_prometheus_and_the_dashboards() -> None:
+    source = provisioned_datasource()
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    providers = yaml.safe_load((GRAFANA_PROVISIONING / "dashboards" / "micro-muzero.yml").read_text())
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"] == "/etc/grafana/dashboards"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard(path: Path) -> None:
+    dashboard = load_dashboard(path)
+    uid = provisioned_datasource()["uid"]
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    ids = [p["id"] for p in panels(dashboard)]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    problems: list[str] = []
+    for panel in query_panels(dashboard):
+        title = panel["title"]
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, title
+        datasource = panel.get("datasource") or {}
+        if datasource.get("type") != "prometheus" or datasource.get("uid") != uid:
+            problems.append(f"{title}: data source {datasource} is not the provisioned Prometheus ({uid})")
+        if not panel.get("targets"):
+            problems.append(f"{title}: no query")
+        for target in panel.get("targets", []):
+            if (target.get("datasource") or datasource).get("uid") != uid:
+                problems.append(f"{title} {target['refId']}: foreign data source")
+            expr = target.get("expr", "")
+            concrete(expr)  # only the Grafana variables the live test knows how to fill in
+            problems += [f"{title} {target['refId']}: {p}: {expr}" for p in promql_problems(expr)]
+    series = exported_series()
+    for metric, label in variable_queries(dashboard):
+        if label not in series.get(metric, ()):
+            problems.append(f"variable: {metric} has no label {label!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_live_dashboard_shows_what_the_desk_needs() -> None:
+    board = load_dashboard(LIVE_DASHBOARD)
+    exprs = " ".join(t["expr"] for p in query_panels(board) for t in p["targets"])
+    for metric in (
+        "smz_gateway_realized_pnl_pips",
+        "smz_gateway_unrealized_pnl_pips",
+        "smz_gateway_position_side",
+        "smz_gateway_trades_total",
+        "smz_gateway_win_rate",
+        "smz_gateway_expectancy_pips",
+        "smz_inference_action_share",
+        "smz_inference_search_seconds_bucket",
+        "smz_feature_builder_bar_lag_seconds",
+        "smz_feature_builder_rejected_bars_total",
+        "smz_gateway_halted",
+        "smz_gateway_risk_refusals_total",
+    ):
+        assert metric in exprs, metric
+    (share,) = [p for p in query_panels(board) if p["title"] == "Action distribution"]
+    steps = [s["value"] for s in share["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+    assert steps == [None, 0.4, 0.6, 0.9]
+
+
+def test_training_dashboard_shows_the_learning() -> None:
+    board = load_dashboard(DASHBOARDS[[p.name for p in DASHBOARDS].index("training.json")])
+    exprs = " ".join(t["expr"] for p in query_panels(board) for t in p["targets"])
+    for needle in (
+        "smz_trainer_loss",
+        'smz_trainer_validation{metric="expectancy_pips"}',
+        "smz_trainer_selfplay_bar_steps_per_second",
+        "smz_trainer_updates_per_second",
+        "smz_trainer_replay_trade_share",
+    ):
+        assert needle in exprs, needle
+    # The `metric` label values are the trainer's validation keys without their prefix.
+    worker = (REPO / "services" / "trainer" / "worker.py").read_text()
+    for value in re.findall(r'smz_trainer_validation\{metric=~?"([^"]+)"\}', exprs):
+        key = "validation_" + value.replace(".*", "")
+        assert f'"{key}' in worker or f'f"{key}' in worker, f"no validation metric {value!r} in worker.py"
+
+
+def test_alert_rules_use_real_metrics() -> None:
+    problems = [f"{r['alert']}: {p}" for r in alert_rules() for p in promql_problems(r["expr"])]
+    assert not problems, "\n".join(problems)
+    for rule in alert_rules():
+        for action in re.findall(r'action!?="([^"]+)"', rule["expr"]):
+            assert action in ACTIONS, f"{rule['alert']}: no action {action!r}"

@@ -178,14 +178,17 @@ def up(
     exit_when_done: Annotated[
         bool, typer.Option(help="Stop the stack when the replay is over instead of serving on.")
     ] = False,
+    bars: Annotated[
+        int | None, typer.Option(help="Replay only the first N live bars of the sample (default: all).")
+    ] = None,
 ) -> None:
     """The main job: the whole live stack replaying the bundled real sample into paper trading."""
     from services.jobs.stack import StackError
     from services.jobs.up import run_up
 
     try:
-        _print_json(run_up(db, checkpoints, run_dir, train_minutes, pace_ms, exit_when_done))
-    except (StackError, RuntimeError) as exc:
+        _print_json(run_up(db, checkpoints, run_dir, train_minutes, pace_ms, exit_when_done, bars=bars))
+    except (StackError, RuntimeError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
 
@@ -220,6 +223,13 @@ def train(
     validation_sessions: Annotated[
         int, typer.Option(help="Validation sessions per validation (at most).")
     ] = 64,
+    reward: Annotated[
+        str,
+        typer.Option(
+            help="Reward of self-play: spec (SPEC section 5) or pips (equity change per step / 10 pips; "
+            "docs/TRAINING.md)."
+        ),
+    ] = "spec",
 ) -> None:
     """Self-play, replay, MuZero learning, validation and checkpoints; resumes automatically."""
     import signal
@@ -253,6 +263,7 @@ def train(
             initial_temperature=initial_temperature,
             final_temperature=final_temperature,
             td_steps=td_steps,
+            reward=reward,
         )
         summary = run_training(settings, config)
     except (LookupError, ValueError) as exc:

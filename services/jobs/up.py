@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.feature_builder.settings import DEFAULT_HISTORY_BARS
 from services.jobs.features import run_features
 from services.jobs.ingest import run_ingest
 from services.jobs.stack import LiveStack, StackConfig, smz_argv
@@ -118,6 +119,19 @@ def _endpoints(config: StackConfig) -> Table:
     return table
 
 
+def _last_bar_traded(config: StackConfig) -> str | None:
+    """Open time (ISO, UTC) of the last bar whose order the gateway applied for this run's account."""
+    response = httpx.get(
+        f"{config.gateway_url}/v1/positions",
+        params={"account": config.account, "instrument": config.instrument},
+        headers={"Authorization": f"Bearer {config.token}"},
+        timeout=10.0,
+    )
+    response.raise_for_status()
+    last = max((int(p["as_of_bar_ts"]) for p in response.json()), default=0)
+    return datetime.fromtimestamp(last, UTC).isoformat() if last else None
+
+
 def _gateway_trades(config: StackConfig) -> list[dict[str, object]]:
     response = httpx.get(
         f"{config.gateway_url}/v1/trades",
@@ -137,13 +151,22 @@ def run_up(
     pace_ms: float = 20.0,
     exit_when_done: bool = False,
     console: Console | None = None,
+    bars: int | None = None,
 ) -> dict[str, object]:
+    """``bars``: replay only the first that many live bars (after the feature builder's warm-up)."""
     console = console or Console()
     console.rule("micro-muzero: the live stack on the bundled GBPJPY sample")
     prepare_sample(db, console)
     train_if_needed(db, checkpoints, train_minutes, run_dir, console)
     with Store(db, read_only=True) as store:
-        total_bars = store.count_bars(SAMPLE_INSTRUMENT)
+        ts = store.load_bars(SAMPLE_INSTRUMENT).ts
+    live = len(ts) - DEFAULT_HISTORY_BARS  # the feature builder warms up on the first bars
+    if bars is not None and bars < 1:
+        raise ValueError("--bars must be at least 1")
+    total_bars = live if bars is None else min(bars, live)
+    end = None
+    if total_bars < live:
+        end = datetime.fromtimestamp(int(ts[DEFAULT_HISTORY_BARS + total_bars]), UTC).isoformat()
     # Each run paper-trades a fresh account: replaying the same bars again is a new run, and the
     # ledger keeps the earlier ones.
     account = "paper-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -154,6 +177,7 @@ def run_up(
         run_dir=run_dir,
         pace_ms=pace_ms,
         account=account,
+        end=end,
     )
     stack = LiveStack(config)
     stopping = False
@@ -191,6 +215,8 @@ def run_up(
         pnl = [float(t["pnl_pips"]) for t in trades]  # type: ignore[arg-type]
         metrics = trade_metrics(np.asarray(pnl), 1, np.zeros(N_ACTIONS, dtype=np.int64)) if pnl else None
         summary = {
+            "bars": total_bars,
+            "last_bar_traded": _last_bar_traded(config),
             "trades": len(trades),
             "expectancy_pips": metrics.expectancy_pips if metrics else 0.0,
             "total_pips": sum(pnl),

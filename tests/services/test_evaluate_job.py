@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from services.cli import app
+from shared.store import Store
 
 runner = CliRunner()
 
@@ -103,9 +105,23 @@ def test_oracle_refused_on_real_data_and_missing_features(tmp_path: Path, sample
     assert report["sessions"] > 0
 
 
-def test_up_runs_the_pipeline_on_the_bundled_sample(tmp_path: Path) -> None:
-    out = smz("up", "--db", tmp_path / "demo.duckdb")
-    assert "Baselines on GBPJPY sample" in out and "momentum" in out
+@pytest.mark.slow
+def test_up_trains_a_first_checkpoint_and_paper_trades_the_sample(tmp_path: Path) -> None:
+    checkpoints, run_dir = tmp_path / "checkpoints", tmp_path / "live"
+    common = ("--db", tmp_path / "demo.duckdb", "--checkpoints", checkpoints, "--run-dir", run_dir)
+    out = smz("up", *common, "--train-minutes", "0.2", "--pace-ms", "0", "--bars", "300", "--exit-when-done")
+    assert "no checkpoint in" in out and "training for 0.2 minutes" in out
+    assert (checkpoints / "latest").exists()
+    assert "replaying 300 real bars" in out and "replay finished" in out
+    summary = last_json(out)
+    assert summary["bars"] == 300 and summary["trades"] >= 0
+    # The gateway applied the order of the 300th live bar (the feature builder warms up on 450).
+    with Store(tmp_path / "demo.duckdb", read_only=True) as store:
+        ts = store.load_bars("GBPJPY").ts
+    assert summary["last_bar_traded"] == datetime.fromtimestamp(int(ts[450 + 299]), UTC).isoformat()
+    # A second run finds the checkpoint and trains no more.
+    again = smz("up", *common, "--pace-ms", "0", "--bars", "50", "--exit-when-done")
+    assert "checkpoint: using" in again and "training for" not in again
 
 
 def test_model_info_prints_the_exact_parameter_count() -> None:

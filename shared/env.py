@@ -8,6 +8,7 @@ the precomputed feature matrix and 6 position columns, the same on every row of 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -37,6 +38,15 @@ def _step_table(values: dict[tuple[Action, bool], float | bool], dtype: type) ->
     return table
 
 
+# Invalid actions earn their SPEC penalty under either reward.
+_INVALID_PENALTY = _step_table(
+    {
+        (Action.BUY, True): OPEN_IN_POSITION_REWARD,
+        (Action.SELL, True): OPEN_IN_POSITION_REWARD,
+        (Action.CLOSE, False): CLOSE_FLAT_REWARD,
+    },
+    np.float64,
+)
 _REWARD = _step_table(
     {
         (Action.HOLD, False): HOLD_FLAT_REWARD,
@@ -79,6 +89,19 @@ class EnvConfig:
     spread_pips: float = 4.0  # round-trip cost, charged once when a trade closes
     session_bars: int = SESSION_BARS
     reward_clip: float = REWARD_CLIP
+    # "spec": the reward table and AMDDP1 of SPEC section 5. "pips": the change of the session's
+    # equity (realised plus open P&L after spread) over the step, in units of ``pips_per_reward``, plus
+    # the SPEC penalties of invalid actions; a trade's rewards add up to its P&L. Opt-in for training
+    # (docs/TRAINING.md shows why): the SPEC reward is maximised by taking tiny profits, not by the
+    # pips per trade that the metrics score. Trades, P&L and observations are the same in both.
+    reward: Literal["spec", "pips"] = "spec"
+    pips_per_reward: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.reward not in ("spec", "pips"):
+            raise ValueError(f"unknown reward {self.reward!r}; choose spec or pips")
+        if not self.pips_per_reward > 0:
+            raise ValueError("pips_per_reward must be positive")
 
 
 @dataclass(frozen=True)
@@ -321,16 +344,26 @@ class TradingEnv:
             raise ValueError(f"actions must be integers in 0..{N_ACTIONS - 1}")
         self.action_counts += counts
         cfg = self.config
+        pips = cfg.reward == "pips"
         key = actions * 2 + (self.side != 0)  # (action, in position) -> one table lookup each
-        reward = _REWARD[key]
         valid = _VALID[key]
         event = _EVENT[key]
         traded = False
+        if pips:
+            reward = _INVALID_PENALTY[key]
+            equity_before = np.where(self.side != 0, self.pnl, 0.0)  # open P&L; realised so far is 0
+            realised = np.zeros(self.n)
+        else:
+            reward = _REWARD[key]
 
         if np.count_nonzero(event):
             closing = np.flatnonzero(event == _EVENT_CLOSE)
             if len(closing):
-                reward[closing] += self._close(closing, _EXIT_CLOSE)
+                pnl = self._close(closing, _EXIT_CLOSE)
+                if pips:
+                    realised[closing] += pnl
+                else:
+                    reward[closing] += amddp1(pnl)
                 traded = True
             opening = np.flatnonzero(event == _EVENT_OPEN)
             if len(opening):
@@ -348,9 +381,13 @@ class TradingEnv:
         else:
             forced = np.flatnonzero((self.step_in_session == last) & (self.side != 0))
         if forced is not None and len(forced):
-            reward[forced] += self._close(forced, _EXIT_SESSION_END)
+            pnl = self._close(forced, _EXIT_SESSION_END)
+            if pips:
+                realised[forced] += pnl
+            else:
+                reward[forced] += amddp1(pnl)
             traded = True
-        if traded:  # only AMDDP1 can leave the clip range
+        if traded and not pips:  # only AMDDP1 can leave the clip range
             np.minimum(reward, cfg.reward_clip, out=reward)
             np.maximum(reward, -cfg.reward_clip, out=reward)
 
@@ -366,10 +403,14 @@ class TradingEnv:
             done = self.step_in_session >= cfg.session_bars
             self.bar += ~done
         self._mark_to_market()
+        if pips:
+            equity_after = realised + np.where(self.side != 0, self.pnl, 0.0)
+            reward += (equity_after - equity_before) / cfg.pips_per_reward
+            np.clip(reward, -cfg.reward_clip, cfg.reward_clip, out=reward)
         return StepResult(self.observation(), reward, done, valid)
 
     def _close(self, rows: np.ndarray, reason: int) -> np.ndarray:
-        """Close the positions of ``rows`` at this bar's close; returns their AMDDP1 rewards."""
+        """Close the positions of ``rows`` at this bar's close; returns their P&L pips after spread."""
         # The mark-to-market P&L at this bar is exactly the trade's P&L after spread.
         pnl = self.pnl[rows]
         # Raw columns only; timestamps and labels are filled in once, by trade_log().
@@ -386,7 +427,7 @@ class TradingEnv:
             )
         )
         self.side[rows] = 0
-        return amddp1(pnl)
+        return pnl
 
     def _mark_to_market(self) -> None:
         """Update the open positions' P&L and drawdown trackers at the current bar's close.

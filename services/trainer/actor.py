@@ -101,6 +101,7 @@ def run_actor(
             rng.choice(train_starts, size=settings.sessions_per_round),
             SearchConfig(num_simulations=config.collect_simulations, add_noise=True, temperature=temperature),
             rng,
+            config.env_config(),
         )
         collected = CollectedRound(round_, temperature, time.monotonic() - began, seen)
         while running():

@@ -66,10 +66,16 @@ def optimizer_from_files(optimizer: torch.optim.Optimizer, data: bytes, meta: di
 
 
 def trainer_state_json(
-    counters: Counters, rng: np.random.Generator, optimizer_meta: dict[str, object]
+    counters: Counters,
+    rng: np.random.Generator,
+    optimizer_meta: dict[str, object],
+    training: dict[str, object] | None = None,
 ) -> bytes:
+    """``training``: the hyper-parameters of the run (TrainingConfig), kept so a checkpoint says how it
+    was trained (the reward among them); a resume takes its settings from the command line."""
     payload = {
         "counters": asdict(counters),
+        "training": training or {},
         "numpy_rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state().tolist(),
         "optimizer": optimizer_meta,

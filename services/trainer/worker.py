@@ -126,7 +126,7 @@ def save(run: TrainingRun, metrics: dict[str, float], validation_pnl: np.ndarray
         metrics=metrics,
         extra_files={
             OPTIMIZER_TENSORS: optimizer_bytes,
-            TRAINER_STATE: trainer_state_json(run.counters, run.rng, optimizer_meta),
+            TRAINER_STATE: trainer_state_json(run.counters, run.rng, optimizer_meta, run.config.model_dump()),
             REPLAY_FILE: run.replay.to_bytes(),
             VALIDATION_TRADES: "\n".join(["pnl_pips", *(f"{p:.6f}" for p in validation_pnl)]).encode(),
         },
@@ -336,6 +336,7 @@ def _alternate(
                 num_simulations=run.config.collect_simulations, add_noise=True, temperature=temperature
             ),
             run.rng,
+            run.config.env_config(),
         )
         trainer.add_round(round_, temperature, time.monotonic() - collect_began, run.counters.updates)
         trainer.log_round(trainer.learn(settings.updates_per_round))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.env import EnvConfig
 
 
 class TrainingConfig(BaseModel):
@@ -28,6 +32,13 @@ class TrainingConfig(BaseModel):
     trade_quota: float = 0.30
     collect_simulations: int = 10
     validation_simulations: int = 25
+    # The reward self-play learns from: "spec" (SPEC section 5) or "pips" (equity change per step,
+    # opt-in; see shared.env.EnvConfig and docs/TRAINING.md).
+    reward: Literal["spec", "pips"] = "spec"
+    pips_per_reward: float = Field(10.0, gt=0)
+
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(reward=self.reward, pips_per_reward=self.pips_per_reward)
 
     def temperature(self, episodes: int) -> float:
         """Visit-count temperature: linear from initial to final over the decay episodes."""

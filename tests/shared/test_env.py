@@ -234,3 +234,47 @@ def test_bad_actions_and_starts_are_refused(market: MarketData) -> None:
         env.step(np.array([4]))
     with pytest.raises(ValueError, match="expected 1 actions"):
         env.step(np.array([0, 0]))
+
+
+def test_pips_reward_adds_up_to_each_trades_pnl(market: MarketData, starts: np.ndarray) -> None:
+    """Under reward="pips" a session's rewards sum to its trades' P&L (and invalid penalties), and
+    trades, P&L and observations are those of the SPEC reward."""
+    rng = np.random.default_rng(3)
+    raw = rng.choice(4, size=(360, len(starts)), p=[0.85, 0.05, 0.05, 0.05])
+    spec, pips = TradingEnv(market), TradingEnv(market, EnvConfig(reward="pips", pips_per_reward=10.0))
+    assert np.array_equal(spec.reset(starts), pips.reset(starts))
+    total = np.zeros(len(starts))
+    penalties = np.zeros(len(starts))
+    clipped = np.zeros(len(starts), bool)
+    for k in range(360):
+        legal = pips.legal_actions()[np.arange(len(starts)), raw[k]]
+        penalties += np.where(legal, 0.0, np.where(raw[k] == Action.CLOSE, -0.5, -1.0))
+        res_spec, res_pips = spec.step(raw[k]), pips.step(raw[k])
+        assert np.array_equal(res_spec.observation, res_pips.observation)
+        assert np.array_equal(res_spec.valid, res_pips.valid)
+        total += res_pips.reward
+        clipped |= np.abs(res_pips.reward) >= 3.0  # a bar of 30 pips or more: clipped like the SPEC reward
+    log_spec, log = spec.trade_log(), pips.trade_log()
+    assert np.array_equal(log.pnl_pips, log_spec.pnl_pips) and len(log) > 50
+    per_session = np.bincount(log.session, weights=log.pnl_pips, minlength=len(starts))
+    assert 1 <= clipped.sum() <= 4  # real GBPJPY bars: a few sessions hold one
+    np.testing.assert_allclose(total[~clipped], (per_session / 10.0 + penalties)[~clipped], rtol=0, atol=1e-9)
+
+
+def test_pips_reward_by_hand() -> None:
+    # A long opened at 150.00 (spread 4), marked at 150.10 and 150.30, closed at 150.05.
+    close = [150.0] * 40 + [150.10, 150.30, 150.05] + [150.0] * 400
+    env = TradingEnv(handmade_market(close), EnvConfig(session_bars=20, reward="pips", pips_per_reward=10.0))
+    env.reset(np.array([39, 39]))
+    steps = [
+        ([Action.BUY, Action.HOLD], [(10 - 4) / 10, 0.0]),  # entry: the spread, then 150.00 -> 150.10
+        ([Action.HOLD, Action.CLOSE], [20 / 10, -0.5]),  # 150.10 -> 150.30; CLOSE when flat: penalty
+        ([Action.HOLD, Action.SELL], [-25 / 10, (25 - 4) / 10]),  # 150.30 -> 150.05; short from 150.30
+        ([Action.CLOSE, Action.HOLD], [0.0, 5 / 10]),  # long exits at 150.05 (marked); 150.05 -> 150.00
+    ]
+    for actions, want in steps:
+        res = env.step(np.array(actions))
+        assert res.reward.tolist() == pytest.approx(want, abs=1e-9), actions
+    assert env.trade_log().pnl_pips[0] == pytest.approx(1.0)  # 5 pips - 4 spread = the rewards' sum x 10
+    with pytest.raises(ValueError, match="unknown reward"):
+        EnvConfig(reward="pnl")  # type: ignore[arg-type]

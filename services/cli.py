@@ -230,6 +230,10 @@ def train(
             "docs/TRAINING.md)."
         ),
     ] = "spec",
+    event_share: Annotated[
+        float,
+        typer.Option(help="Share of each batch unrolled from just before a BUY, SELL or CLOSE (0: uniform)."),
+    ] = 0.0,
 ) -> None:
     """Self-play, replay, MuZero learning, validation and checkpoints; resumes automatically."""
     import signal
@@ -264,6 +268,7 @@ def train(
             final_temperature=final_temperature,
             td_steps=td_steps,
             reward=reward,
+            event_share=event_share,
         )
         summary = run_training(settings, config)
     except (LookupError, ValueError) as exc:

@@ -61,6 +61,7 @@ class ReplayBuffer:
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
+        self._event_cache: tuple[tuple[int, int], tuple[np.ndarray, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.trajectories)
@@ -87,14 +88,45 @@ class ReplayBuffer:
         else:
             del self.trajectories[0]
 
-    def sample_positions(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(trajectory index, step index) pairs, uniform over all stored steps."""
+    def sample_positions(
+        self, batch: int, event_share: float = 0.0, unroll: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(trajectory index, step index) pairs, uniform over all stored steps.
+
+        With ``event_share`` > 0, that share of the batch starts instead up to ``unroll - 1`` steps
+        before a uniformly drawn event (a BUY, SELL or CLOSE taken), so the unroll contains it. A
+        session holds a few events among 360 steps: uniform batches almost never show the dynamics
+        an entry or an exit, the transitions the search most needs to predict.
+        """
         lengths = np.array([len(t) for t in self.trajectories])
-        cumulative = np.cumsum(lengths)
-        flat = self.rng.integers(0, cumulative[-1], size=batch)
-        traj = np.searchsorted(cumulative, flat, side="right")
-        step = flat - (cumulative[traj] - lengths[traj])
+        n_events = round(batch * event_share)
+        events = self._events() if n_events else None
+        if events is None or len(events[0]) == 0:
+            n_events = 0
+        traj, step = self._uniform(lengths, batch - n_events)
+        if n_events:
+            assert events is not None
+            pick = self.rng.integers(0, len(events[0]), size=n_events)
+            back = self.rng.integers(0, unroll, size=n_events)
+            traj = np.concatenate([traj, events[0][pick]])
+            step = np.concatenate([step, np.maximum(events[1][pick] - back, 0)])
         return traj, step
+
+    def _uniform(self, lengths: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        cumulative = np.cumsum(lengths)
+        flat = self.rng.integers(0, cumulative[-1], size=count)
+        traj = np.searchsorted(cumulative, flat, side="right")
+        return traj, flat - (cumulative[traj] - lengths[traj])
+
+    def _events(self) -> tuple[np.ndarray, np.ndarray]:
+        """(trajectory index, step) of every non-HOLD action stored, rebuilt when the buffer changed."""
+        key = (self.added, len(self.trajectories))
+        if self._event_cache is None or self._event_cache[0] != key:
+            per = [np.flatnonzero(t.actions) for t in self.trajectories]
+            traj = np.repeat(np.arange(len(per)), [len(e) for e in per])
+            steps = np.concatenate(per) if per else np.zeros(0, np.int64)
+            self._event_cache = (key, (traj, steps))
+        return self._event_cache[1]
 
     # ---- persistence: one .npz with the trajectories concatenated
     def to_bytes(self) -> bytes:

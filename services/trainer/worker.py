@@ -210,6 +210,7 @@ class _Trainer:
                 run.config.unroll_steps,
                 run.config.td_steps,
                 run.config.discount,
+                run.config.event_share,
             )
             losses.append(run.learner.step(batch))
         run.counters.updates = run.learner.updates

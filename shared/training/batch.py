@@ -30,9 +30,15 @@ def window_at(market: MarketData, bar: int, position: np.ndarray) -> np.ndarray:
 
 
 def make_batch(
-    replay: ReplayBuffer, market: MarketData, batch_size: int, unroll: int, td_steps: int, discount: float
+    replay: ReplayBuffer,
+    market: MarketData,
+    batch_size: int,
+    unroll: int,
+    td_steps: int,
+    discount: float,
+    event_share: float = 0.0,
 ) -> TrainingBatch:
-    traj_index, step = replay.sample_positions(batch_size)
+    traj_index, step = replay.sample_positions(batch_size, event_share, unroll)
     windows = np.empty((batch_size, WINDOW, N_FEATURES), np.float32)
     actions = np.zeros((batch_size, unroll), np.int64)
     outcomes = np.zeros((batch_size, unroll), np.int64)

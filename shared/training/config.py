@@ -35,6 +35,9 @@ class TrainingConfig(BaseModel):
     # The reward self-play learns from: "spec" (SPEC section 5) or "pips" (equity change per step,
     # opt-in; see shared.env.EnvConfig and docs/TRAINING.md).
     reward: Literal["spec", "pips"] = "spec"
+    # Share of each batch unrolled from just before a BUY, SELL or CLOSE (ReplayBuffer.sample_positions);
+    # 0 samples every stored step alike.
+    event_share: float = Field(0.0, ge=0.0, le=1.0)
     pips_per_reward: float = Field(10.0, gt=0)
 
     def env_config(self) -> EnvConfig:

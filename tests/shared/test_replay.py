@@ -81,3 +81,29 @@ def test_bad_shapes_are_refused() -> None:
             outcomes=np.zeros(3, np.int8),
             has_trade=False,
         )
+
+
+def test_event_share_starts_unrolls_just_before_entries_and_exits() -> None:
+    buffer = ReplayBuffer(capacity=10, min_size=1, seed=1)
+    actions = np.zeros(360, np.int8)
+    actions[[100, 140]] = (1, 3)  # one entry and its exit in 360 steps
+    for _ in range(3):
+        buffer.add(
+            Trajectory(
+                bars=np.arange(360),
+                position=np.zeros((360, 6), np.float32),
+                actions=actions,
+                rewards=np.zeros(360, np.float32),
+                policies=np.full((360, 4), 0.25, np.float32),
+                root_values=np.zeros(360, np.float32),
+                outcomes=np.ones(360, np.int8),
+                has_trade=True,
+            )
+        )
+    traj, step = buffer.sample_positions(4000, event_share=0.5, unroll=5)
+    assert len(traj) == len(step) == 4000 and set(traj.tolist()) == {0, 1, 2}
+    near = ((step >= 96) & (step <= 100)) | ((step >= 136) & (step <= 140))
+    # Half the batch holds an event in its 5-step unroll; uniform steps add about 10 / 360 more.
+    assert 0.5 <= near.mean() <= 0.56
+    _, uniform = buffer.sample_positions(4000)
+    assert (((uniform >= 96) & (uniform <= 100)) | ((uniform >= 136) & (uniform <= 140))).mean() < 0.05

@@ -234,6 +234,9 @@ def train(
         float,
         typer.Option(help="Share of each batch unrolled from just before a BUY, SELL or CLOSE (0: uniform)."),
     ] = 0.0,
+    policy_weight: Annotated[
+        float, typer.Option(help="Weight of the policy loss (SPEC: 0.25; docs/TRAINING.md, session 3).")
+    ] = 0.25,
 ) -> None:
     """Self-play, replay, MuZero learning, validation and checkpoints; resumes automatically."""
     import signal
@@ -269,6 +272,7 @@ def train(
             td_steps=td_steps,
             reward=reward,
             event_share=event_share,
+            policy_weight=policy_weight,
         )
         summary = run_training(settings, config)
     except (LookupError, ValueError) as exc:

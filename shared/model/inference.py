@@ -21,7 +21,7 @@ The batched MCTS calls the model only through ``ModelFunctions`` (numpy in, nump
 
 Every fp32 backend matches the reference within 1e-4 (tests/shared/model/test_inference.py).
 ``make_model_functions(model, "auto")`` is the measured winner per regime (docs/INFERENCE.md): the numba
-per-row kernels at 1-2 rows, ``torch_fast`` above.
+per-row kernels at 1-2 rows, numba's GEMM path up to ``LARGE_BATCH_ROWS - 1`` rows, ``torch_fast`` above.
 
 Threads are explicit: ``threads`` sets ``torch.set_num_threads`` (torch backends), ORT's
 ``intra_op_num_threads`` (onnx), and torch + numba threads (numba backends). ``None`` means all cores.
@@ -49,6 +49,10 @@ from shared.model.support import EPSILON, logits_to_scalar
 BACKENDS = ("auto", "torch", "torch_fast", "torchscript", "onnx", "numba", "numba_fp16", "numba_int8")
 # Below this many rows the per-row fused numba kernel beats BLAS + row kernels (measured, bench/networks.py).
 SMALL_BATCH_ROWS = 2
+# "auto" hands calls of this many rows and more to torch_fast; below, numba's own GEMM path is faster
+# (measured whole searches, 25 simulations: 911 against 576 decisions/s at 32 rows on one thread,
+# 1,342 against 1,049 at 64 rows on two; equal at 256; torch_fast ahead at 1,024 on two threads).
+LARGE_BATCH_ROWS = 256
 
 
 class ModelFunctions(Protocol):
@@ -800,13 +804,15 @@ class NumbaFunctions:
         int8_small_batch: bool = False,
         fp16_small_batch: bool = False,
         large_batch: ModelFunctions | None = None,
+        large_batch_rows: int = LARGE_BATCH_ROWS,
     ) -> None:
         snapshot = _eval_copy(model)
         cfg = snapshot.cfg
         self.cfg = cfg
         self.small_batch_rows = small_batch_rows
-        # Above small_batch_rows, hand every call to this backend instead (the "auto" hybrid).
+        # From large_batch_rows rows on, hand every call to this backend instead (the "auto" hybrid).
         self.large_batch = large_batch
+        self.large_batch_rows = max(large_batch_rows, small_batch_rows + 1)
         threads = threads or os.cpu_count() or 1
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         # After numba: its OpenMP layer starts its pool with every core and so resets the OpenMP
@@ -1088,7 +1094,7 @@ class NumbaFunctions:
     # ---- the interface
 
     def initial(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if self.large_batch is not None and windows.shape[0] > self.small_batch_rows:
+        if self.large_batch is not None and windows.shape[0] >= self.large_batch_rows:
             return self.large_batch.initial(windows)
         windows = _float_rows(windows)
         rows = windows.shape[0]
@@ -1115,7 +1121,7 @@ class NumbaFunctions:
     def outcome_probs(self, hidden: np.ndarray, actions: np.ndarray) -> np.ndarray:
         hidden, actions = _float_rows(hidden), _index_rows(actions)
         rows = hidden.shape[0]
-        if self.large_batch is not None and rows > self.small_batch_rows:
+        if self.large_batch is not None and rows >= self.large_batch_rows:
             return self.large_batch.outcome_probs(hidden, actions)
         probs = np.empty((rows, self.cfg.n_outcomes), np.float32)
         if rows <= self.small_batch_rows:
@@ -1135,7 +1141,7 @@ class NumbaFunctions:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         hidden, actions, outcomes = _float_rows(hidden), _index_rows(actions), _index_rows(outcomes)
         rows, width = hidden.shape
-        if self.large_batch is not None and rows > self.small_batch_rows:
+        if self.large_batch is not None and rows >= self.large_batch_rows:
             return self.large_batch.recurrent(hidden, actions, outcomes)
         if rows <= self.small_batch_rows:
             out_hidden = np.empty((rows, width), np.float32)
@@ -1171,8 +1177,9 @@ class NumbaFunctions:
 # factory
 
 # The measured winners (docs/INFERENCE.md): at 1-2 rows the numba per-row fused kernels (~155 us per
-# outcome_probs + recurrent pair, 2.3x ONNX Runtime, 10x torch eager); at 64+ rows torch eager MKL GEMM
-# with 2 threads (~28k simulation rows/s at M=1024, ahead of the numba GEMM path and ONNX Runtime).
+# outcome_probs + recurrent pair, 2.3x ONNX Runtime, 10x torch eager); from 3 to LARGE_BATCH_ROWS - 1
+# rows numba's GEMM path (torch MKL GEMMs with fused numba LayerNorm rows: fewer dispatches); from
+# LARGE_BATCH_ROWS on torch eager MKL GEMM (~28k simulation rows/s at M=1024 on 2 threads).
 # "auto" is that hybrid: every path matches the reference within tolerance, so decisions agree.
 AUTO_BACKEND = "auto"
 

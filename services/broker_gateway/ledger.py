@@ -273,38 +273,26 @@ class Ledger:
                 )
             # UPDATE, and INSERT only the first time: DuckDB's INSERT OR REPLACE deletes and re-inserts
             # the row through the primary-key index, about three times the cost on the order path.
+            key = [position.account, position.instrument]
+            values = [
+                json.dumps(position.state.to_dict()),
+                position.last_bar_ts,
+                position.session_id,
+                position.last_bar_ts,
+                position.entry_model_version,
+                position.broker_entry_price,
+                position.broker_trade_id,
+                now_s,
+            ]
             updated = con.execute(
                 f"UPDATE positions SET state = ?, as_of_bar_ts = {_TS}, session_id = ?, last_bar_ts = {_TS}, "
                 f"entry_model_version = ?, broker_entry_price = ?, broker_trade_id = ?, updated_at = {_TS} "
                 "WHERE account = ? AND instrument = ?",
-                [
-                    json.dumps(position.state.to_dict()),
-                    position.last_bar_ts,
-                    position.session_id,
-                    position.last_bar_ts,
-                    position.entry_model_version,
-                    position.broker_entry_price,
-                    position.broker_trade_id,
-                    now_s,
-                    position.account,
-                    position.instrument,
-                ],
+                values + key,
             ).fetchone()
             if not updated or not updated[0]:
                 con.execute(
-                    f"INSERT INTO positions VALUES (?, ?, ?, {_TS}, ?, {_TS}, ?, ?, ?, {_TS})",
-                    [
-                        position.account,
-                        position.instrument,
-                        json.dumps(position.state.to_dict()),
-                        position.last_bar_ts,
-                        position.session_id,
-                        position.last_bar_ts,
-                        position.entry_model_version,
-                        position.broker_entry_price,
-                        position.broker_trade_id,
-                        now_s,
-                    ],
+                    f"INSERT INTO positions VALUES (?, ?, ?, {_TS}, ?, {_TS}, ?, ?, ?, {_TS})", key + values
                 )
 
     def order_counts(self) -> list[tuple[str, str, int, str, int]]:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from services.jobs.stack import StackConfig
 
 
 def free_port() -> int:
@@ -16,3 +21,27 @@ def free_port() -> int:
 def iso(ts: int) -> str:
     """ISO-8601 UTC of epoch seconds."""
     return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def isolated_stack_config(
+    tmp_path: Path, db: Path, instrument: str, checkpoint_dir: Path, name: str, **settings: Any
+) -> StackConfig:
+    """A live stack that shares nothing with another run on this machine: free ports, and a token,
+    account, streams and consumer of its own (``name``-<random>). ``settings`` adds or overrides."""
+    run_id = uuid.uuid4().hex[:8]
+    fields: dict[str, Any] = {
+        "db": db,
+        "instrument": instrument,
+        "checkpoint_dir": checkpoint_dir,
+        "run_dir": tmp_path / "live",
+        "redis_url": "redis://127.0.0.1:6379/0",
+        "inference_port": free_port(),
+        "gateway_port": free_port(),
+        "feature_builder_metrics_port": free_port(),
+        "token": f"token-{run_id}",
+        "account": f"{name}-{run_id}",
+        "windows_stream": f"smz:test:{run_id}:windows",
+        "positions_stream": f"smz:test:{run_id}:positions",
+        "consumer": f"inference-{run_id}",
+    }
+    return StackConfig(**{**fields, **settings})

@@ -15,7 +15,6 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from prometheus_client import start_http_server
 
 from services.jobs.features import run_features
 from services.jobs.ingest import run_ingest
-from services.jobs.stack import LiveStack, StackConfig, redis_answers
+from services.jobs.stack import LiveStack, redis_answers
 from services.jobs.up import SAMPLE, SAMPLE_INSTRUMENT
 from services.trainer.metrics import TrainerMetrics
 from shared.model.checkpoint import save_checkpoint, write_pointer
@@ -50,7 +49,7 @@ from tests.deploy.helpers import (
     tool,
     variable_queries,
 )
-from tests.helpers import free_port, iso
+from tests.helpers import free_port, iso, isolated_stack_config
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 BARS = 400
@@ -157,21 +156,12 @@ def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> Non
     root = tmp_path / "checkpoints"
     write_pointer(root, "latest", save_checkpoint(root, MuZeroNetwork().eval(), training_step=1).name)
 
-    run_id = uuid.uuid4().hex[:8]
-    config = StackConfig(
-        db=db,
-        instrument=SAMPLE_INSTRUMENT,
-        checkpoint_dir=root,
-        run_dir=tmp_path / "live",
-        redis_url=REDIS_URL,
-        inference_port=free_port(),
-        gateway_port=free_port(),
-        feature_builder_metrics_port=free_port(),
-        token=f"token-{run_id}",
-        account=f"monitoring-{run_id}",
-        windows_stream=f"smz:test:{run_id}:windows",
-        positions_stream=f"smz:test:{run_id}:positions",
-        consumer=f"inference-{run_id}",
+    config = isolated_stack_config(
+        tmp_path,
+        db,
+        SAMPLE_INSTRUMENT,
+        root,
+        "monitoring",
         start=start,
         end=end,
         # Idle after the replay, as in the containers: its series stay scrapeable.

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from shared.model.checkpoint import save_checkpoint, write_pointer
 from shared.model.networks import MuZeroNetwork
 from shared.sessions import SESSION_BARS, tile_sessions
 from shared.store import Store
-from tests.helpers import free_port, iso
+from tests.helpers import iso, isolated_stack_config
 
 REPO = Path(__file__).resolve().parents[2]
 GBPJPY_2017 = REPO.parent / "shared" / "data" / "fx" / "GBPJPY" / "HISTDATA_COM_ASCII_GBPJPY_M1_2017.zip"
@@ -88,20 +87,12 @@ def test_live_stack_trades_exactly_like_the_backtest(tmp_path: Path) -> None:
     good = save_checkpoint(root, MuZeroNetwork().eval(), training_step=1)
     write_pointer(root, "latest", good.name)
 
-    run_id = uuid.uuid4().hex[:8]
-    config = StackConfig(
-        db=db,
-        instrument="GBPJPY",
-        checkpoint_dir=root,
-        run_dir=tmp_path / "live",
-        redis_url=REDIS_URL,
-        inference_port=free_port(),
-        gateway_port=free_port(),
-        feature_builder_metrics_port=free_port(),
-        token=f"token-{run_id}",
-        account=f"e2e-{run_id}",
-        windows_stream=f"smz:test:{run_id}:windows",
-        positions_stream=f"smz:test:{run_id}:positions",
+    config = isolated_stack_config(
+        tmp_path,
+        db,
+        "GBPJPY",
+        root,
+        "e2e",
         consumer="inference-e2e",
         start=iso(start_ts),
         end=iso(end_ts),

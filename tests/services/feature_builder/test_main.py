@@ -76,6 +76,18 @@ def serve(names: Names, sample_zip: Path, start: int, end: int, **extra: str) ->
     return subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def sigterm_and_wait(proc: subprocess.Popen[bytes]) -> bytes:
+    """SIGTERM the service, assert it exits 0, return its output."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output.decode()
+    return output
+
+
 def test_smz_serve_replays_to_the_end_and_exits_0(
     sample_zip: Path, gbpjpy_sample: Bars, redis_client: redis.Redis, names: Names
 ) -> None:
@@ -109,12 +121,10 @@ def test_smz_serve_exposes_metrics_and_stops_on_sigterm(
                 assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
                 time.sleep(0.05)
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-            proc.send_signal(signal.SIGTERM)
-            output, _ = proc.communicate(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert proc.returncode == 0, output.decode()
+        except BaseException:
+            proc.kill()
+            raise
+        output = sigterm_and_wait(proc)
     assert 3 <= len(stream_messages(redis_client, names.windows_stream)) < 400
     for name in (
         'smz_feature_builder_bars_total{instrument="GBPJPY"}',
@@ -159,10 +169,8 @@ def test_after_replay_idle_keeps_serving_metrics_until_sigterm(
             assert (
                 'smz_feature_builder_windows_published_total{instrument="GBPJPY"} 20.0' in httpx.get(url).text
             )
-            proc.send_signal(signal.SIGTERM)
-            output, _ = proc.communicate(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    assert proc.returncode == 0, output.decode()
+        except BaseException:
+            proc.kill()
+            raise
+        output = sigterm_and_wait(proc)
     assert b"serving metrics until stopped" in output

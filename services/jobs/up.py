@@ -88,10 +88,17 @@ def train_if_needed(db: Path, checkpoints: Path, minutes: float, run_dir: Path, 
         while proc.poll() is None:
             status = ""
             if history.exists():
-                lines = history.read_text().splitlines()
-                if lines:
-                    last = json.loads(lines[-1])
-                    status = f"episodes {last.get('episodes', 0)} updates {last.get('updates', 0)}"
+                records = [json.loads(line) for line in history.read_text().splitlines() if line]
+                rounds = [r for r in records if r.get("kind") == "round"]
+                validations = [r for r in records if r.get("kind") == "validation"]
+                if rounds:  # validation records carry no update count
+                    status = f"episodes {rounds[-1]['episodes']} updates {rounds[-1]['updates']}"
+                if validations:
+                    v = validations[-1]
+                    status += (
+                        f"  validation {v['validation_expectancy_pips']:+.2f} pips"
+                        f" over {int(v['validation_trades'])} trades"
+                    )
             progress.update(task, completed=min(time.monotonic() - started, budget), status=status)
             time.sleep(0.5)
         progress.update(task, completed=budget)
@@ -221,7 +228,8 @@ def run_up(
             "expectancy_pips": metrics.expectancy_pips if metrics else 0.0,
             "total_pips": sum(pnl),
         }
-        console.print(f"replay finished: {json.dumps(summary)}")
+        # Ctrl-C (or SIGTERM) during the replay stops the feature builder too: say so, not "finished".
+        console.print(f"{'replay stopped early' if stopping else 'replay finished'}: {json.dumps(summary)}")
         if not exit_when_done:
             console.print("the stack keeps serving; Ctrl-C stops it")
             while not stopping:

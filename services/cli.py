@@ -237,6 +237,13 @@ def train(
     policy_weight: Annotated[
         float, typer.Option(help="Weight of the policy loss (SPEC: 0.25; docs/TRAINING.md, session 3).")
     ] = 0.25,
+    explore_in_position: Annotated[
+        bool,
+        typer.Option(
+            help="Root noise and temperature also where self-play holds a position (SPEC); "
+            "--no-explore-in-position explores entries only (docs/TRAINING.md)."
+        ),
+    ] = True,
 ) -> None:
     """Self-play, replay, MuZero learning, validation and checkpoints; resumes automatically."""
     import signal
@@ -273,6 +280,7 @@ def train(
             reward=reward,
             event_share=event_share,
             policy_weight=policy_weight,
+            explore_in_position=explore_in_position,
         )
         summary = run_training(settings, config)
     except (LookupError, ValueError) as exc:

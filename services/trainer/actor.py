@@ -22,7 +22,6 @@ from services.trainer.settings import TrainerSettings
 from shared.env import MarketData
 from shared.model.inference import make_model_functions
 from shared.model.networks import MuZeroNetwork
-from shared.search import SearchConfig
 from shared.store import Store
 from shared.training.config import TrainingConfig
 from shared.training.selfplay import SelfPlayRound, play_round
@@ -99,7 +98,7 @@ def run_actor(
             market,
             dataset.outcome,
             rng.choice(train_starts, size=settings.sessions_per_round),
-            SearchConfig(num_simulations=config.collect_simulations, add_noise=True, temperature=temperature),
+            config.collect_search(int(episodes.value)),
             rng,
             config.env_config(),
         )

@@ -333,9 +333,7 @@ def _alternate(
             trainer.market,
             outcomes,
             run.rng.choice(train_starts, size=settings.sessions_per_round),
-            SearchConfig(
-                num_simulations=run.config.collect_simulations, add_noise=True, temperature=temperature
-            ),
+            run.config.collect_search(run.counters.episodes),
             run.rng,
             run.config.env_config(),
         )

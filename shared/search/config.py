@@ -17,6 +17,10 @@ class SearchConfig(BaseModel):
     dirichlet_fraction: float = 0.5
     add_noise: bool = False  # root Dirichlet noise: training only
     temperature: float = 0.0  # visit-count temperature; 0 picks the most visited action
+    # Noise and temperature also at roots that hold a position (SPEC). False: they act greedily and
+    # only flat roots explore, so a held position is managed by the policy being learned, not by
+    # noise (docs/TRAINING.md, session 4).
+    explore_in_position: bool = True
 
     @classmethod
     def serving(cls) -> SearchConfig:

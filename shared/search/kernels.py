@@ -1,7 +1,8 @@
 """Compiled loops over the roots of a batch: selection, expansion bookkeeping and backup.
 
 numba compiles these once; each is one pass over the batch, so a simulation's tree work costs
-microseconds at batch 1 and stays small beside the network calls at batch 1024.
+microseconds at batch 1 and stays small beside the network calls at batch 1024. All are nogil, so
+a serving process's other threads (HTTP, the stream worker) run while they do.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ LEAF_AT_DEPTH_LIMIT = 2  # an existing node at the depth limit: bootstrap from i
 HOLD, BUY, SELL, CLOSE = 0, 1, 2, 3
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def is_legal(side: int, action: int) -> bool:
     if action == HOLD:
         return True
@@ -30,7 +31,7 @@ def is_legal(side: int, action: int) -> bool:
     return side == 0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def side_after(side: int, action: int) -> int:
     if action == BUY and side == 0:
         return 1
@@ -41,7 +42,7 @@ def side_after(side: int, action: int) -> int:
     return side
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _masked_softmax_row(logits: np.ndarray, side: int, out: np.ndarray) -> None:
     peak = -np.inf
     for a in range(logits.shape[0]):
@@ -59,14 +60,14 @@ def _masked_softmax_row(logits: np.ndarray, side: int, out: np.ndarray) -> None:
         out[a] /= total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def masked_softmax(logits: np.ndarray, sides: np.ndarray, out: np.ndarray) -> None:
     """Softmax over each row's legal actions; illegal actions get probability 0."""
     for i in range(logits.shape[0]):
         _masked_softmax_row(logits[i], sides[i], out[i])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _normalised(q: float, q_min: float, q_max: float) -> float:
     if q_max > q_min:
         v = (q - q_min) / (q_max - q_min)
@@ -74,7 +75,7 @@ def _normalised(q: float, q_min: float, q_max: float) -> float:
     return 0.5
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def select_action(
     b: int,
     node: int,
@@ -109,7 +110,7 @@ def select_action(
     return best_action
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def choose_outcome(probs: np.ndarray, visits: np.ndarray) -> int:
     """The outcome that most lacks visits relative to its probability: argmax p (N + 1) - n."""
     total = 0
@@ -125,7 +126,7 @@ def choose_outcome(probs: np.ndarray, visits: np.ndarray) -> int:
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def select(
     node_visits: np.ndarray,
     node_value_sum: np.ndarray,
@@ -210,7 +211,7 @@ def select(
     return n_chance, n_expand
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def set_chance_probs(
     n_chance: int,
     chance_rows: np.ndarray,
@@ -237,7 +238,7 @@ def set_chance_probs(
         expand_outcomes[i] = outcome_out[expand_rows[i]]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def expand_and_backup(
     n_expand: int,
     expand_rows: np.ndarray,

@@ -64,9 +64,10 @@ def search(
 
     prior = np.empty((batch, N_ACTIONS), np.float32)
     kernels.masked_softmax(np.asarray(policy_logits, np.float32), sides, prior)
+    explore = np.ones(batch, bool) if config.explore_in_position else sides == 0
     if config.add_noise:
         assert rng is not None
-        prior = _add_dirichlet_noise(prior, sides, config, rng)
+        prior = np.where(explore[:, None], _add_dirichlet_noise(prior, sides, config, rng), prior)
     tree.node_count[:] = 1
     tree.node_prior[:, 0] = prior
     tree.node_side[:, 0] = sides
@@ -175,6 +176,9 @@ def search(
 
     visits = tree.chance_visits[:, 0, :].copy()
     chosen = _choose_actions(visits, tree.node_prior[:, 0], config.temperature, rng)
+    if not config.explore_in_position:
+        greedy = _choose_actions(visits, tree.node_prior[:, 0], 0.0, None)
+        chosen = np.where(explore, chosen, greedy)
     rows = np.arange(batch)
     policy = (visits / visits.sum(axis=1, keepdims=True)).astype(np.float32)
     return SearchOutput(

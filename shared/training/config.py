@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.env import EnvConfig
+from shared.search import SearchConfig
 
 
 class TrainingConfig(BaseModel):
@@ -39,9 +40,20 @@ class TrainingConfig(BaseModel):
     # 0 samples every stored step alike.
     event_share: float = Field(0.0, ge=0.0, le=1.0)
     pips_per_reward: float = Field(10.0, gt=0)
+    # Root noise and temperature also where self-play holds a position (SPEC); False explores entries only.
+    explore_in_position: bool = True
 
     def env_config(self) -> EnvConfig:
         return EnvConfig(reward=self.reward, pips_per_reward=self.pips_per_reward)
+
+    def collect_search(self, episodes: int) -> SearchConfig:
+        """Self-play's search after this many episodes: noise, the scheduled temperature."""
+        return SearchConfig(
+            num_simulations=self.collect_simulations,
+            add_noise=True,
+            temperature=self.temperature(episodes),
+            explore_in_position=self.explore_in_position,
+        )
 
     def temperature(self, episodes: int) -> float:
         """Visit-count temperature: linear from initial to final over the decay episodes."""

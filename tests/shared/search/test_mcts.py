@@ -189,3 +189,22 @@ def test_bad_side_column_is_refused(torch_model: TorchModel) -> None:
     windows[0, -1, 9] = 0.5
     with pytest.raises(ValueError, match="position_side"):
         search(torch_model, windows, SearchConfig(num_simulations=2))
+
+
+def test_explore_in_position_false_explores_flat_roots_only(torch_model: TorchModel) -> None:
+    # Half flat roots, half long: noise and temperature sampling reach only the flat ones.
+    windows = np.concatenate([flat_windows(16, side=0, seed=1), flat_windows(16, side=1, seed=2)])
+    windows[16:, :, 10] = 0.1  # an open position's P&L column, so the long rows are valid states
+    plain = search(torch_model, windows, SearchConfig(num_simulations=10))
+    greedy = search(torch_model, windows, SearchConfig(num_simulations=10), np.random.default_rng(0))
+    flat_only = SearchConfig(num_simulations=10, add_noise=True, temperature=5.0, explore_in_position=False)
+    chosen = [search(torch_model, windows, flat_only, np.random.default_rng(seed)) for seed in range(12)]
+    for out in chosen:
+        # Long roots: the prior and the search are the noise-free ones, and the choice is greedy.
+        assert np.array_equal(out.tree.node_prior[16:, 0], plain.tree.node_prior[16:, 0])
+        assert np.array_equal(out.visit_counts[16:], greedy.visit_counts[16:])
+        assert np.array_equal(out.action[16:], greedy.action[16:])
+        assert not np.allclose(out.tree.node_prior[:16, 0], plain.tree.node_prior[:16, 0])
+    # Flat roots still sample: at temperature 5 over 12 seeds their actions differ from the greedy ones.
+    flat_actions = np.stack([out.action[:16] for out in chosen])
+    assert (flat_actions != greedy.action[:16]).any()

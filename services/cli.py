@@ -238,12 +238,12 @@ def train(
         float, typer.Option(help="Weight of the policy loss (SPEC: 0.25; docs/TRAINING.md, session 3).")
     ] = 0.25,
     explore_in_position: Annotated[
-        bool,
+        float,
         typer.Option(
-            help="Root noise and temperature also where self-play holds a position (SPEC); "
-            "--no-explore-in-position explores entries only (docs/TRAINING.md)."
+            help="Share of self-play's decisions in a position that explore with root noise and "
+            "temperature (SPEC: 1, every one); the rest act greedily (docs/TRAINING.md)."
         ),
-    ] = True,
+    ] = 1.0,
 ) -> None:
     """Self-play, replay, MuZero learning, validation and checkpoints; resumes automatically."""
     import signal

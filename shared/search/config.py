@@ -17,10 +17,11 @@ class SearchConfig(BaseModel):
     dirichlet_fraction: float = 0.5
     add_noise: bool = False  # root Dirichlet noise: training only
     temperature: float = 0.0  # visit-count temperature; 0 picks the most visited action
-    # Noise and temperature also at roots that hold a position (SPEC). False: they act greedily and
-    # only flat roots explore, so a held position is managed by the policy being learned, not by
-    # noise (docs/TRAINING.md, session 4).
-    explore_in_position: bool = True
+    # Share of the roots holding a position that get the noise and the temperature (SPEC: all, 1.0);
+    # the others act greedily. Flat roots always explore. Below 1, a held position is managed by the
+    # policy being learned, with an exploratory decision every 1 / share bars instead of every bar
+    # (docs/TRAINING.md, session 4).
+    explore_in_position: float = Field(1.0, ge=0.0, le=1.0)
 
     @classmethod
     def serving(cls) -> SearchConfig:

@@ -64,7 +64,9 @@ def search(
 
     prior = np.empty((batch, N_ACTIONS), np.float32)
     kernels.masked_softmax(np.asarray(policy_logits, np.float32), sides, prior)
-    explore = np.ones(batch, bool) if config.explore_in_position else sides == 0
+    explore = np.ones(batch, bool)
+    if config.explore_in_position < 1.0 and rng is not None:
+        explore = (sides == 0) | (rng.random(batch) < config.explore_in_position)
     if config.add_noise:
         assert rng is not None
         prior = np.where(explore[:, None], _add_dirichlet_noise(prior, sides, config, rng), prior)
@@ -176,7 +178,7 @@ def search(
 
     visits = tree.chance_visits[:, 0, :].copy()
     chosen = _choose_actions(visits, tree.node_prior[:, 0], config.temperature, rng)
-    if not config.explore_in_position:
+    if not explore.all():
         greedy = _choose_actions(visits, tree.node_prior[:, 0], 0.0, None)
         chosen = np.where(explore, chosen, greedy)
     rows = np.arange(batch)

@@ -40,8 +40,8 @@ class TrainingConfig(BaseModel):
     # 0 samples every stored step alike.
     event_share: float = Field(0.0, ge=0.0, le=1.0)
     pips_per_reward: float = Field(10.0, gt=0)
-    # Root noise and temperature also where self-play holds a position (SPEC); False explores entries only.
-    explore_in_position: bool = True
+    # Share of self-play's in-position decisions that explore (noise, temperature); SPEC: all (1.0).
+    explore_in_position: float = Field(1.0, ge=0.0, le=1.0)
 
     def env_config(self) -> EnvConfig:
         return EnvConfig(reward=self.reward, pips_per_reward=self.pips_per_reward)

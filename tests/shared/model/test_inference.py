@@ -9,7 +9,16 @@ import pytest
 import torch
 
 from shared.model.config import ModelConfig
-from shared.model.inference import ModelFunctions, TorchFunctions, make_model_functions
+from shared.model.inference import (
+    BLOCKED_BATCH_ROWS,
+    LARGE_BATCH_ROWS,
+    LOW_PRECISION_SMALL_BATCH_ROWS,
+    SMALL_BATCH_ROWS,
+    ModelFunctions,
+    NumbaFunctions,
+    TorchFunctions,
+    make_model_functions,
+)
 from shared.model.networks import MuZeroNetwork
 from shared.model.support import logits_to_scalar, transform
 
@@ -57,7 +66,9 @@ def _close_values(actual: np.ndarray, expected: np.ndarray) -> None:
     np.testing.assert_allclose(to_support, expected_on_support, atol=VALUE_ATOL_TRANSFORMED, rtol=0)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 300])  # 1-2 take the per-row fused kernels, 3+ the GEMM path
+# numba / auto: 1 takes the per-row fused kernels, 2-63 the row-blocked ones, 64+ (initial: 256+) the GEMM
+# path (auto: torch_fast from 256).
+@pytest.mark.parametrize("rows", [1, 2, 3, 100, 300])
 def test_backend_matches_reference(
     backend: ModelFunctions, reference: TorchFunctions, model: MuZeroNetwork, rows: int
 ) -> None:
@@ -93,6 +104,57 @@ def test_backend_matches_reference(
     ):
         assert array.shape == shape
         assert array.dtype == np.float32
+
+
+# Every numba path forced to run at row counts that hit each remainder of the four-row blocks.
+NUMBA_PATHS = {
+    "per_row": {"small_batch_rows": 1000},
+    "row_blocked": {"small_batch_rows": 0, "blocked_batch_rows": 1000, "blocked_initial_rows": 1000},
+    "gemm": {"small_batch_rows": 0, "blocked_batch_rows": 0, "blocked_initial_rows": 0},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(NUMBA_PATHS))
+def numba_path(request: pytest.FixtureRequest, model: MuZeroNetwork) -> NumbaFunctions:
+    return NumbaFunctions(model, 1, **NUMBA_PATHS[request.param])
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 12, 17, 33])
+def test_numba_paths_match_reference(
+    numba_path: NumbaFunctions, reference: TorchFunctions, model: MuZeroNetwork, rows: int
+) -> None:
+    cfg = model.cfg
+    windows, _, _ = _inputs(cfg, rows, seed=100 + rows)
+    # Every action and outcome in turn, so neighbouring rows of a block differ in both.
+    actions = np.arange(rows) % cfg.n_actions
+    outcomes = (np.arange(rows) * 2 + 1) % cfg.n_outcomes
+
+    hidden, policy, value = numba_path.initial(windows)
+    ref_hidden, ref_policy, ref_value = reference.initial(windows)
+    _close(hidden, ref_hidden)
+    _close(policy, ref_policy)
+    _close_values(value, ref_value)
+
+    probs = numba_path.outcome_probs(ref_hidden, actions)
+    _close(probs, reference.outcome_probs(ref_hidden, actions))
+
+    outputs = numba_path.recurrent(ref_hidden, actions, outcomes)
+    ref_outputs = reference.recurrent(ref_hidden, actions, outcomes)
+    for actual, expected in zip(outputs[:3], ref_outputs[:3], strict=True):
+        _close(actual, expected)
+    _close_values(outputs[3], ref_outputs[3])
+    for array in (hidden, policy, value, probs, *outputs):
+        assert array.shape[0] == rows
+        assert array.dtype == np.float32
+
+
+def test_row_count_routing(model: MuZeroNetwork) -> None:
+    """The default thresholds are ordered: per-row, then row-blocked, then GEMM, then the large backend."""
+    assert 1 <= SMALL_BATCH_ROWS < BLOCKED_BATCH_ROWS <= LARGE_BATCH_ROWS
+    assert NumbaFunctions(model, 1).small_batch_rows == SMALL_BATCH_ROWS
+    for low_precision in ({"fp16_small_batch": True}, {"int8_small_batch": True}):
+        functions = NumbaFunctions(model, 1, **low_precision)
+        assert functions.small_batch_rows == LOW_PRECISION_SMALL_BATCH_ROWS
 
 
 def test_outputs_are_not_overwritten_by_the_next_call(backend: ModelFunctions, model: MuZeroNetwork) -> None:

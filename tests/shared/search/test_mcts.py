@@ -191,13 +191,13 @@ def test_bad_side_column_is_refused(torch_model: TorchModel) -> None:
         search(torch_model, windows, SearchConfig(num_simulations=2))
 
 
-def test_explore_in_position_false_explores_flat_roots_only(torch_model: TorchModel) -> None:
+def test_explore_in_position_zero_explores_flat_roots_only(torch_model: TorchModel) -> None:
     # Half flat roots, half long: noise and temperature sampling reach only the flat ones.
     windows = np.concatenate([flat_windows(16, side=0, seed=1), flat_windows(16, side=1, seed=2)])
     windows[16:, :, 10] = 0.1  # an open position's P&L column, so the long rows are valid states
     plain = search(torch_model, windows, SearchConfig(num_simulations=10))
     greedy = search(torch_model, windows, SearchConfig(num_simulations=10), np.random.default_rng(0))
-    flat_only = SearchConfig(num_simulations=10, add_noise=True, temperature=5.0, explore_in_position=False)
+    flat_only = SearchConfig(num_simulations=10, add_noise=True, temperature=5.0, explore_in_position=0.0)
     chosen = [search(torch_model, windows, flat_only, np.random.default_rng(seed)) for seed in range(12)]
     for out in chosen:
         # Long roots: the prior and the search are the noise-free ones, and the choice is greedy.
@@ -208,3 +208,13 @@ def test_explore_in_position_false_explores_flat_roots_only(torch_model: TorchMo
     # Flat roots still sample: at temperature 5 over 12 seeds their actions differ from the greedy ones.
     flat_actions = np.stack([out.action[:16] for out in chosen])
     assert (flat_actions != greedy.action[:16]).any()
+
+
+def test_explore_in_position_share(torch_model: TorchModel) -> None:
+    windows = flat_windows(400, side=-1, seed=3)
+    windows[:, :, 10] = -0.1
+    plain = search(torch_model, windows, SearchConfig(num_simulations=4))
+    config = SearchConfig(num_simulations=4, add_noise=True, temperature=1.0, explore_in_position=0.25)
+    out = search(torch_model, windows, config, np.random.default_rng(5))
+    noised = ~np.isclose(out.tree.node_prior[:, 0], plain.tree.node_prior[:, 0]).all(axis=1)
+    assert 0.18 < noised.mean() < 0.32  # about a quarter of the in-position roots explore

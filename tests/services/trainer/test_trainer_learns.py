@@ -1,7 +1,10 @@
-"""Learning is real: a CI-sized training run on the synthetic market beats the random baseline.
+"""Learning is real: a CI-sized training run on the synthetic market earns a positive expectancy
+and beats the random baseline by a wide margin.
 
-The run is short (a smaller network, a few minutes on two cores) and seeded, and the result is
-measured on the test split, which training never sees, with the same evaluation as the baselines.
+The run is short (a smaller network, under three minutes on two cores) and seeded, uses the recipe
+of the 30-minute acceptance run (docs/TRAINING.md, session 4: the pips reward, no policy loss,
+exploration of entries with greedy position management), and the result is measured on the test
+split, which training never sees, with the same evaluation as the baselines.
 """
 
 from __future__ import annotations
@@ -20,11 +23,23 @@ from shared.model.config import ModelConfig
 from shared.training.config import TrainingConfig
 
 CI_MODEL = ModelConfig(hidden=64, tcn_channels=16)
-CI_TRAINING = TrainingConfig(initial_temperature=1.0)
+CI_EPISODES = 768
+# Measured 2026-12-04 (AMD EPYC VM, 2 cores): 153 s of training; test split agent +19.50 pips over
+# 50 trades, random -4.01, oracle +28.83.
+CI_TRAINING = TrainingConfig(
+    reward="pips",
+    policy_weight=0.0,
+    explore_in_position=0.03,
+    initial_temperature=1.0,
+    final_temperature=0.25,
+    temperature_decay_episodes=CI_EPISODES,
+    td_steps=30,
+    event_share=0.5,
+)
 
 
 @pytest.mark.slow
-def test_ci_sized_run_beats_random(tmp_path: Path) -> None:
+def test_ci_sized_run_earns_and_beats_random(tmp_path: Path) -> None:
     db = tmp_path / "synth.duckdb"
     run_synth(db, "SYNTHJPY", 120_000, seed=0)
     run_features(db, "SYNTHJPY")
@@ -53,8 +68,9 @@ def test_ci_sized_run_beats_random(tmp_path: Path) -> None:
         f"{random['expectancy_pips']:+.2f} over {random['trades']}"
     )
     assert agent["trades"] >= 20, agent
+    assert agent["expectancy_pips"] > MIN_EXPECTANCY_PIPS, agent
     assert agent["expectancy_pips"] > random["expectancy_pips"] + MARGIN_PIPS, (agent, random)
 
 
-CI_EPISODES = 768
-MARGIN_PIPS = 2.0
+MIN_EXPECTANCY_PIPS = 4.0  # after the 4-pip spread: a real edge, not just losing less than random
+MARGIN_PIPS = 8.0

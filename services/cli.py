@@ -210,40 +210,50 @@ def train(
     updates_per_round: Annotated[int, typer.Option(help="Learner updates after each round.")] = 40,
     validate_every: Annotated[int, typer.Option(help="Episodes between validations.")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of a fresh run.")] = 0,
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="Defaults of the options below: spec (SPEC sections 5, 7, 8 as written) or pips (the "
+            "recipe that learns the synthetic market; docs/TRAINING.md). An option given wins."
+        ),
+    ] = "spec",
     temperature_decay_episodes: Annotated[
-        int, typer.Option(help="Episodes over which the visit temperature falls to 1 (SPEC: 50,000).")
-    ] = 50_000,
+        int | None,
+        typer.Option(help="Episodes over which the visit temperature falls (SPEC 50,000; pips 3,000)."),
+    ] = None,
     initial_temperature: Annotated[
-        float, typer.Option(help="Visit temperature of the first episode (SPEC: 10).")
-    ] = 10.0,
+        float | None, typer.Option(help="Visit temperature of the first episode (SPEC 10; pips 1).")
+    ] = None,
     final_temperature: Annotated[
-        float, typer.Option(help="Visit temperature once the decay is over (SPEC: 1).")
-    ] = 1.0,
-    td_steps: Annotated[int, typer.Option(help="n of the n-step value target.")] = 10,
+        float | None, typer.Option(help="Visit temperature once the decay is over (SPEC 1; pips 0.25).")
+    ] = None,
+    td_steps: Annotated[int | None, typer.Option(help="n of the n-step value target (10; pips 30).")] = None,
     validation_sessions: Annotated[
         int, typer.Option(help="Validation sessions per validation (at most).")
     ] = 64,
     reward: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Reward of self-play: spec (SPEC section 5) or pips (equity change per step / 10 pips; "
             "docs/TRAINING.md)."
         ),
-    ] = "spec",
+    ] = None,
     event_share: Annotated[
-        float,
-        typer.Option(help="Share of each batch unrolled from just before a BUY, SELL or CLOSE (0: uniform)."),
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            help="Share of each batch unrolled from just before a BUY, SELL or CLOSE (0: uniform; pips 0.5)."
+        ),
+    ] = None,
     policy_weight: Annotated[
-        float, typer.Option(help="Weight of the policy loss (SPEC: 0.25; docs/TRAINING.md, session 3).")
-    ] = 0.25,
+        float | None, typer.Option(help="Weight of the policy loss (SPEC 0.25; pips 0).")
+    ] = None,
     explore_in_position: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="Share of self-play's decisions in a position that explore with root noise and "
-            "temperature (SPEC: 1, every one); the rest act greedily (docs/TRAINING.md)."
+            "temperature (SPEC 1, every one; pips 0.03); the rest act greedily."
         ),
-    ] = 1.0,
+    ] = None,
 ) -> None:
     """Self-play, replay, MuZero learning, validation and checkpoints; resumes automatically."""
     import signal
@@ -272,16 +282,17 @@ def train(
         )
         from shared.training.config import TrainingConfig
 
-        config = TrainingConfig(
-            temperature_decay_episodes=temperature_decay_episodes,
-            initial_temperature=initial_temperature,
-            final_temperature=final_temperature,
-            td_steps=td_steps,
-            reward=reward,
-            event_share=event_share,
-            policy_weight=policy_weight,
-            explore_in_position=explore_in_position,
-        )
+        given = {
+            "temperature_decay_episodes": temperature_decay_episodes,
+            "initial_temperature": initial_temperature,
+            "final_temperature": final_temperature,
+            "td_steps": td_steps,
+            "reward": reward,
+            "event_share": event_share,
+            "policy_weight": policy_weight,
+            "explore_in_position": explore_in_position,
+        }
+        config = TrainingConfig.recipe(recipe, **{k: v for k, v in given.items() if v is not None})
         summary = run_training(settings, config)
     except (LookupError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -185,3 +185,15 @@ def test_zeroed_heads_start_neutral() -> None:
 def test_temperature_schedule() -> None:
     cfg = TrainingConfig()
     assert cfg.temperature(0) == 10.0 and cfg.temperature(25_000) == 5.5 and cfg.temperature(10**6) == 1.0
+
+
+def test_recipes_set_defaults_and_given_options_win() -> None:
+    assert TrainingConfig.recipe("spec") == TrainingConfig()
+    pips = TrainingConfig.recipe("pips", td_steps=12)
+    assert (pips.reward, pips.policy_weight, pips.explore_in_position) == ("pips", 0.0, 0.03)
+    assert pips.td_steps == 12
+    assert TrainingConfig().policy_weight == 0.25  # the contract's defaults stay the defaults
+    search = pips.collect_search(episodes=3000)
+    assert (search.explore_in_position, search.temperature, search.num_simulations) == (0.03, 0.25, 10)
+    with pytest.raises(ValueError, match="unknown training recipe 'fast'"):
+        TrainingConfig.recipe("fast")

@@ -48,7 +48,6 @@ def main() -> None:
         if settings.stream_enabled
         else "off",
     )
-    sys.setswitchinterval(settings.gil_switch_ms / 1000.0)
     # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes in-flight requests, then runs the
     # app's shutdown, where the stream worker finishes its current entry and the threads end.
     uvicorn.run(

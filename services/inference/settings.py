@@ -34,10 +34,6 @@ class InferenceSettings(BaseSettings):
     batch_wait_ms: float = Field(0.0, ge=0)
     max_batch: int = Field(64, ge=1)
     threads: int = Field(1, ge=1)  # torch/numba threads of the search
-    # Python's GIL switch interval in this process (default 5 ms). The search thread releases the GIL
-    # in every numba kernel and must win it back between them while the HTTP event loop runs Python;
-    # a shorter interval bounds each of those waits.
-    gil_switch_ms: float = Field(5.0, gt=0)
     # HTTP API.
     host: str = "127.0.0.1"  # 0.0.0.0 in containers
     port: int = Field(8001, ge=1, le=65535)

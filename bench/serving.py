@@ -37,6 +37,7 @@ import torch
 from services.jobs.features import run_features
 from services.jobs.ingest import run_ingest
 from services.jobs.stack import LiveStack, StackConfig
+from services.inference.settings import InferenceSettings
 from services.jobs.up import SAMPLE, SAMPLE_INSTRUMENT
 from shared.env import MarketData, TradingEnv
 from shared.model.checkpoint import save_checkpoint, write_pointer
@@ -232,6 +233,7 @@ def main() -> dict[str, object]:
         "bench": "serving",
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "inference_threads": args.threads,
+        "search_workers": InferenceSettings.model_fields["search_workers"].default,
         "decide_p50_ms_c1": _percentile_ms(c1, 50),
         "decide_p99_ms_c1": _percentile_ms(c1, 99),
         "decisions_per_s_c32": round(rate, 1),

@@ -48,6 +48,7 @@ class InferenceService:
             batch_wait_ms=settings.batch_wait_ms,
             max_batch=settings.max_batch,
             threads=settings.threads,
+            workers=settings.search_workers,
             metrics=self.metrics,
         )
         self.worker = worker
@@ -162,6 +163,7 @@ def create_app(settings: InferenceSettings, service: InferenceService | None = N
                 "batch_wait_ms": settings.batch_wait_ms,
                 "max_batch": settings.max_batch,
                 "threads": settings.threads,
+                "search_workers": settings.search_workers,
             },
         }
 

@@ -1,13 +1,15 @@
 """Batched search: concurrent requests (REST and the stream worker, any instruments) share one search.
 
-Requests go into a queue. One search thread takes the first, then everything that arrives within
+Requests go into a queue. A search thread takes the first, then everything that arrives within
 ``batch_wait_ms`` after it (and whatever is already queued), up to ``max_batch``, and runs ONE
-``search(model_fns, windows, config)`` on the model served at that moment. Each request's future is
+``search(model_fns, windows, config)`` on the model served at that moment. With ``workers`` > 1 as
+many search threads take batches from the same queue, each with its own model functions: under
+load one searches while the other collects the requests that arrived meanwhile. Each request's future is
 resolved with its own ``Decision``. ``submit`` returns a ``concurrent.futures.Future`` (for threads);
 ``decide`` awaits it (for asyncio).
 
-Only this thread calls the model functions (the numba backend reuses work buffers, it is not
-thread-safe), and a model swapped in during a search is used from the next batch on.
+Search thread ``i`` alone calls ``model.functions[i]`` (the numba backend reuses work buffers, it is
+not thread-safe), and a model swapped in during a search is used from the next batch on.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Batcher:
         batch_wait_ms: float = 0.0,
         max_batch: int = 64,
         threads: int = 1,
+        workers: int = 1,
         metrics: InferenceMetrics | None = None,
         search_fn: SearchFn = search,
     ) -> None:
@@ -60,10 +63,11 @@ class Batcher:
         self.batch_wait = batch_wait_ms / 1000.0
         self.max_batch = max_batch
         self.threads = threads
+        self.workers = workers
         self.metrics = metrics or store.metrics
         self.search_fn = search_fn
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._stopping = False
         self._submit_lock = threading.Lock()  # nothing is queued after stop() drained the queue
 
@@ -72,7 +76,7 @@ class Batcher:
         """Queue one window; the future resolves to its Decision (or raises NoModelError)."""
         future: Future[Decision] = Future()
         with self._submit_lock:
-            if self._stopping or self._thread is None:
+            if self._stopping or not self._threads:
                 future.set_exception(RuntimeError("the search thread is not running"))
             else:
                 self._queue.put(_Request(instrument, np.asarray(window, dtype=np.float32), future))
@@ -86,22 +90,29 @@ class Batcher:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        if self._thread is not None:
+        if self._threads:
             return
-        thread = threading.Thread(target=self._run, name="inference-search", daemon=True)
-        thread.start()
+        threads = [
+            threading.Thread(target=self._run, args=(i,), name=f"inference-search-{i}", daemon=True)
+            for i in range(self.workers)
+        ]
+        for thread in threads:
+            thread.start()
         with self._submit_lock:
-            self._thread, self._stopping = thread, False
+            self._threads, self._stopping = threads, False
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the batch in progress, fail what is still queued, and end the thread."""
+        """Finish the batches in progress, fail what is still queued, and end the threads."""
         with self._submit_lock:
             self._stopping = True
-        if self._thread is None:
+        if not self._threads:
             return
-        self._queue.put(None)
-        self._thread.join(timeout)
-        self._thread = None
+        for _ in self._threads:
+            self._queue.put(None)  # one stop mark per search thread
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
         while True:
             try:
                 request = self._queue.get_nowait()
@@ -111,7 +122,7 @@ class Batcher:
                 request.future.set_exception(RuntimeError("the inference service stopped"))
 
     # ------------------------------------------------------------------ the search thread
-    def _run(self) -> None:
+    def _run(self, worker: int) -> None:
         # numba's thread count is per thread, and torch's OpenMP one can be: set them in this thread.
         numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
         torch.set_num_threads(self.threads)
@@ -120,7 +131,7 @@ class Batcher:
             if first is None:
                 return
             batch, stop = self._collect(first)
-            self._search(batch)
+            self._search(batch, worker)
             if stop:
                 return
 
@@ -138,7 +149,7 @@ class Batcher:
             batch.append(request)
         return batch, False
 
-    def _search(self, batch: list[_Request]) -> None:
+    def _search(self, batch: list[_Request], worker: int) -> None:
         # Requests whose caller gave up (a cancelled asyncio task) are dropped here.
         live = [r for r in batch if r.future.set_running_or_notify_cancel()]
         if not live:
@@ -151,7 +162,7 @@ class Batcher:
             return
         try:
             started = time.perf_counter()
-            out = self.search_fn(model.functions, np.stack([r.window for r in live]), self.config)
+            out = self.search_fn(model.functions[worker], np.stack([r.window for r in live]), self.config)
             seconds = time.perf_counter() - started
         except Exception as exc:
             log.exception("search of a batch of %d failed", len(live))

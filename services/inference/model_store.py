@@ -52,7 +52,9 @@ class ServingModel:
     path: Path
     manifest: CheckpointManifest
     config: ModelConfig
-    functions: ModelFunctions  # not thread-safe: only the batcher's search thread calls it
+    # One per search thread of the batcher (``search_workers``): they are not thread-safe (reused
+    # work buffers), so each thread calls only its own.
+    functions: tuple[ModelFunctions, ...]
     loaded_at: float  # epoch seconds
 
     def describe(self) -> dict[str, Any]:
@@ -189,8 +191,12 @@ class ModelStore:
                 f"{path / MANIFEST_FILE} says version {loaded.manifest.version!r}, its directory is "
                 f"{version!r}; the checkpoint was moved or renamed, save it again"
             )
-        functions = make_model_functions(loaded.model, BACKEND, threads=self.settings.threads)
-        _warm_up(functions, self.settings, path)
+        functions = tuple(
+            make_model_functions(loaded.model, BACKEND, threads=self.settings.threads)
+            for _ in range(self.settings.search_workers)
+        )
+        for worker_functions in functions:
+            _warm_up(worker_functions, self.settings, path)
         return ServingModel(
             version=version,
             path=path,

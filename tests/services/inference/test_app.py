@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -113,6 +114,40 @@ def test_the_batcher_serves_threads_too(root: Path) -> None:
     reference = offline_search(root / "v1", np.stack(windows))
     for i, decision in enumerate(decisions):
         assert_same_decision(decision.model_dump(), reference, i)
+
+
+def test_two_search_workers_each_search_with_their_own_functions(root: Path) -> None:
+    service = InferenceService(settings_for(root, search_workers=2))
+    calls: list[tuple[str, int]] = []
+    real_search = service.batcher.search_fn
+
+    def recording_search(functions: object, windows: np.ndarray, config: object) -> SearchOutput:
+        calls.append((threading.current_thread().name, id(functions)))
+        time.sleep(0.05)  # long enough that the other thread takes the next request meanwhile
+        return real_search(functions, windows, config)
+
+    service.batcher.search_fn = recording_search
+    service.start()
+    try:
+        assert service.store.wait_ready(10)
+        model = service.store.require()
+        assert len(model.functions) == 2 and model.functions[0] is not model.functions[1]
+        rng = np.random.default_rng(4)
+        windows = [make_window(rng, (0, 1, -1)[i % 3]) for i in range(6)]
+        decisions = []
+        for w in windows:  # one at a time, a little apart: batches of one, both threads busy
+            decisions.append(service.batcher.submit("GBPJPY", w))
+            time.sleep(0.02)
+        decisions = [f.result(10) for f in decisions]
+    finally:
+        service.stop()
+    functions_of = {name: fid for name, fid in calls}
+    assert set(functions_of) == {"inference-search-0", "inference-search-1"}, calls
+    assert functions_of["inference-search-0"] == id(model.functions[0])
+    assert functions_of["inference-search-1"] == id(model.functions[1])
+    for decision, window in zip(decisions, windows, strict=True):
+        assert_same_decision(decision.model_dump(), offline_search(root / "v1", window[None]), 0)
+    assert not service.batcher._threads  # both stopped
 
 
 def _raw_window(cell: str) -> str:

@@ -34,10 +34,10 @@ import numpy as np
 import redis
 import torch
 
+from services.inference.settings import InferenceSettings
 from services.jobs.features import run_features
 from services.jobs.ingest import run_ingest
 from services.jobs.stack import LiveStack, StackConfig
-from services.inference.settings import InferenceSettings
 from services.jobs.up import SAMPLE, SAMPLE_INSTRUMENT
 from shared.env import MarketData, TradingEnv
 from shared.model.checkpoint import save_checkpoint, write_pointer

@@ -72,7 +72,8 @@ def test_a_decision_is_the_offline_search_of_the_served_checkpoint(root: Path) -
 
 
 def test_concurrent_requests_share_a_search_and_each_gets_its_own_answer(root: Path) -> None:
-    service = InferenceService(settings_for(root, batch_wait_ms=100))
+    # One search thread: with two, the second takes part of the burst as its own batch.
+    service = InferenceService(settings_for(root, batch_wait_ms=100, search_workers=1))
     rng = np.random.default_rng(1)
     windows = np.stack([make_window(rng, (0, 1, -1)[i % 3]) for i in range(8)])
     instruments = [f"PAIR{i}" for i in range(8)]
@@ -100,7 +101,7 @@ def test_concurrent_requests_share_a_search_and_each_gets_its_own_answer(root: P
 
 
 def test_the_batcher_serves_threads_too(root: Path) -> None:
-    service = InferenceService(settings_for(root, batch_wait_ms=50))
+    service = InferenceService(settings_for(root, batch_wait_ms=50, search_workers=1))
     service.start()
     try:
         assert service.store.wait_ready(10)

@@ -237,9 +237,13 @@ def _manifest_stat(path: Path) -> tuple[int, int] | None:
 
 
 def _warm_up(functions: ModelFunctions, settings: InferenceSettings, path: Path) -> None:
-    """One search on a flat window of zeros: compiles what is compiled lazily, and refuses non-finite
-    outputs (weights that verify but cannot be served, such as NaN weights saved by a diverged run)."""
-    window = np.zeros((1, WINDOW, N_FEATURES), np.float32)
-    out = search(functions, window, settings.search_config())
-    if not all(np.isfinite(v).all() for v in (out.root_value, out.visit_policy, out.outcome_probs)):
-        raise CheckpointError(f"{path} produces non-finite values on a flat zero window; not served")
+    """Searches on flat windows of zeros, one alone and a batch of 8: compiles what is compiled lazily
+    (the per-row kernels and the row-blocked ones a batch of concurrent requests uses; in a fresh
+    container that takes seconds, which must not fall on the first batched request), and refuses
+    non-finite outputs (weights that verify but cannot be served, such as NaN weights saved by a
+    diverged run)."""
+    for rows in (1, 8):
+        window = np.zeros((rows, WINDOW, N_FEATURES), np.float32)
+        out = search(functions, window, settings.search_config())
+        if not all(np.isfinite(v).all() for v in (out.root_value, out.visit_policy, out.outcome_probs)):
+            raise CheckpointError(f"{path} produces non-finite values on a flat zero window; not served")

@@ -22,6 +22,10 @@ from shared.search import SearchConfig, SearchOutput, search
 from tests.services.inference.helpers import make_window, save_version, serving, wait_until
 
 
+# A fresh clone compiles the numba kernels during the first model's warm-up (cached afterwards).
+READY_SECONDS = 120
+
+
 def settings_for(root: Path, **overrides: object) -> InferenceSettings:
     return InferenceSettings(checkpoint_dir=root, stream_enabled=False, **overrides)
 
@@ -48,7 +52,7 @@ def test_a_decision_is_the_offline_search_of_the_served_checkpoint(root: Path) -
     rng = np.random.default_rng(0)
     windows = np.stack([make_window(rng, side) for side in (0, 1, -1)])
     with serving(create_app(service.settings, service)) as url, httpx.Client(base_url=url) as client:
-        assert service.store.wait_ready(10)
+        assert service.store.wait_ready(READY_SECONDS)
         for i, window in enumerate(windows):
             response = client.post("/v1/decisions", json=body(window))
             assert response.status_code == 200, response.text
@@ -88,7 +92,7 @@ def test_concurrent_requests_share_a_search_and_each_gets_its_own_answer(root: P
             )
 
     with serving(create_app(service.settings, service)) as url:
-        assert service.store.wait_ready(10)
+        assert service.store.wait_ready(READY_SECONDS)
         responses = asyncio.run(burst(url))
     registry = service.metrics.registry
     searches = registry.get_sample_value("smz_inference_batch_size_count")
@@ -104,7 +108,7 @@ def test_the_batcher_serves_threads_too(root: Path) -> None:
     service = InferenceService(settings_for(root, batch_wait_ms=50, search_workers=1))
     service.start()
     try:
-        assert service.store.wait_ready(10)
+        assert service.store.wait_ready(READY_SECONDS)
         rng = np.random.default_rng(2)
         windows = [make_window(rng) for _ in range(4)]
         futures = [service.batcher.submit("GBPJPY", w) for w in windows]
@@ -130,7 +134,7 @@ def test_two_search_workers_each_search_with_their_own_functions(root: Path) -> 
     service.batcher.search_fn = recording_search
     service.start()
     try:
-        assert service.store.wait_ready(10)
+        assert service.store.wait_ready(READY_SECONDS)
         model = service.store.require()
         assert len(model.functions) == 2 and model.functions[0] is not model.functions[1]
         rng = np.random.default_rng(4)
@@ -202,7 +206,7 @@ def app_client(tmp_path_factory: pytest.TempPathFactory) -> object:
     save_version(checkpoints, "v1", seed=1)
     service = InferenceService(settings_for(checkpoints))
     with serving(create_app(service.settings, service)) as url, httpx.Client(base_url=url) as client:
-        assert service.store.wait_ready(10)
+        assert service.store.wait_ready(READY_SECONDS)
         yield client
 
 
@@ -246,7 +250,7 @@ def test_hot_swap_under_load_fails_no_request(root: Path) -> None:
                     versions.append(response.json()["model_version"])
 
     with serving(create_app(service.settings, service)) as url:
-        assert service.store.wait_ready(10)
+        assert service.store.wait_ready(READY_SECONDS)
         threads = [threading.Thread(target=hammer, args=(url,)) for _ in range(3)]
         for thread in threads:
             thread.start()

@@ -21,7 +21,6 @@ from shared.schema import SCHEMA_HASH
 from shared.search import SearchConfig, SearchOutput, search
 from tests.services.inference.helpers import make_window, save_version, serving, wait_until
 
-
 # A fresh clone compiles the numba kernels during the first model's warm-up (cached afterwards).
 READY_SECONDS = 120
 

@@ -66,6 +66,32 @@ def _close_values(actual: np.ndarray, expected: np.ndarray) -> None:
     np.testing.assert_allclose(to_support, expected_on_support, atol=VALUE_ATOL_TRANSFORMED, rtol=0)
 
 
+def _compare_with_reference(
+    backend: ModelFunctions,
+    reference: TorchFunctions,
+    windows: np.ndarray,
+    actions: np.ndarray,
+    outcomes: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """initial, outcome_probs and recurrent of ``backend`` against the reference, within tolerance."""
+    hidden, policy, value = backend.initial(windows)
+    ref_hidden, ref_policy, ref_value = reference.initial(windows)
+    _close(hidden, ref_hidden)
+    _close(policy, ref_policy)
+    _close_values(value, ref_value)
+
+    # The backend continues from the reference's hidden state, so errors do not compound here.
+    probs = backend.outcome_probs(ref_hidden, actions)
+    _close(probs, reference.outcome_probs(ref_hidden, actions))
+
+    outputs = backend.recurrent(ref_hidden, actions, outcomes)
+    ref_outputs = reference.recurrent(ref_hidden, actions, outcomes)
+    for actual, expected in zip(outputs[:3], ref_outputs[:3], strict=True):
+        _close(actual, expected)
+    _close_values(outputs[3], ref_outputs[3])
+    return hidden, policy, value, probs, tuple(outputs)
+
+
 # numba / auto: 1 takes the per-row fused kernels, 2-63 the row-blocked ones, 64+ (initial: 256+) the GEMM
 # path (auto: torch_fast from 256).
 @pytest.mark.parametrize("rows", [1, 2, 3, 100, 300])
@@ -75,22 +101,10 @@ def test_backend_matches_reference(
     cfg = model.cfg
     windows, actions, outcomes = _inputs(cfg, rows, seed=rows)
 
-    hidden, policy, value = backend.initial(windows)
-    ref_hidden, ref_policy, ref_value = reference.initial(windows)
-    _close(hidden, ref_hidden)
-    _close(policy, ref_policy)
-    _close_values(value, ref_value)
-
-    # Every backend continues from the reference's hidden state, so errors do not compound here.
-    probs = backend.outcome_probs(ref_hidden, actions)
-    _close(probs, reference.outcome_probs(ref_hidden, actions))
+    hidden, policy, value, probs, outputs = _compare_with_reference(
+        backend, reference, windows, actions, outcomes
+    )
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-
-    outputs = backend.recurrent(ref_hidden, actions, outcomes)
-    ref_outputs = reference.recurrent(ref_hidden, actions, outcomes)
-    for actual, expected in zip(outputs[:3], ref_outputs[:3], strict=True):
-        _close(actual, expected)
-    _close_values(outputs[3], ref_outputs[3])
 
     for array, shape in (
         (hidden, (rows, cfg.hidden)),
@@ -129,20 +143,9 @@ def test_numba_paths_match_reference(
     actions = np.arange(rows) % cfg.n_actions
     outcomes = (np.arange(rows) * 2 + 1) % cfg.n_outcomes
 
-    hidden, policy, value = numba_path.initial(windows)
-    ref_hidden, ref_policy, ref_value = reference.initial(windows)
-    _close(hidden, ref_hidden)
-    _close(policy, ref_policy)
-    _close_values(value, ref_value)
-
-    probs = numba_path.outcome_probs(ref_hidden, actions)
-    _close(probs, reference.outcome_probs(ref_hidden, actions))
-
-    outputs = numba_path.recurrent(ref_hidden, actions, outcomes)
-    ref_outputs = reference.recurrent(ref_hidden, actions, outcomes)
-    for actual, expected in zip(outputs[:3], ref_outputs[:3], strict=True):
-        _close(actual, expected)
-    _close_values(outputs[3], ref_outputs[3])
+    hidden, policy, value, probs, outputs = _compare_with_reference(
+        numba_path, reference, windows, actions, outcomes
+    )
     for array in (hidden, policy, value, probs, *outputs):
         assert array.shape[0] == rows
         assert array.dtype == np.float32

@@ -193,6 +193,16 @@ def up(
         raise typer.Exit(1) from exc
 
 
+class RecipeName(StrEnum):
+    equity = "equity"
+    seed = "seed"
+
+
+class RewardName(StrEnum):
+    equity = "equity"
+    amddp1 = "amddp1"
+
+
 @app.command()
 def train(
     db: DbOption,
@@ -207,51 +217,55 @@ def train(
         ),
     ] = 1,
     sessions_per_round: Annotated[int, typer.Option(help="Self-play sessions stepped together.")] = 64,
-    updates_per_round: Annotated[int, typer.Option(help="Learner updates after each round.")] = 40,
-    validate_every: Annotated[int, typer.Option(help="Episodes between validations.")] = 100,
+    updates_per_round: Annotated[
+        int, typer.Option(help="Learner updates per round (per --sessions-per-round episodes).")
+    ] = 128,
+    validate_every: Annotated[int, typer.Option(help="Episodes between validations.")] = 512,
     seed: Annotated[int, typer.Option(help="Seed of a fresh run.")] = 0,
     recipe: Annotated[
-        str,
+        RecipeName,
         typer.Option(
-            help="Defaults of the options below: spec (SPEC sections 5, 7, 8 as written) or pips (the "
-            "recipe that learns the synthetic market; docs/TRAINING.md). An option given wins."
+            help="Defaults of the options below: equity (the recipe that learns; docs/TRAINING.md) or "
+            "seed (the original design's values, which do not learn). An option given wins."
         ),
-    ] = "spec",
+    ] = RecipeName.equity,
     temperature_decay_episodes: Annotated[
         int | None,
-        typer.Option(help="Episodes over which the visit temperature falls (SPEC 50,000; pips 3,000)."),
+        typer.Option(help="Episodes over which the visit temperature falls (equity 3,000; seed 50,000)."),
     ] = None,
     initial_temperature: Annotated[
-        float | None, typer.Option(help="Visit temperature of the first episode (SPEC 10; pips 1).")
+        float | None, typer.Option(help="Visit temperature of the first episode (equity 1; seed 10).")
     ] = None,
     final_temperature: Annotated[
-        float | None, typer.Option(help="Visit temperature once the decay is over (SPEC 1; pips 0.25).")
+        float | None, typer.Option(help="Visit temperature once the decay is over (equity 0.25; seed 1).")
     ] = None,
-    td_steps: Annotated[int | None, typer.Option(help="n of the n-step value target (10; pips 30).")] = None,
+    td_steps: Annotated[
+        int | None, typer.Option(help="n of the n-step value target (equity 30; seed 10).")
+    ] = None,
     validation_sessions: Annotated[
         int, typer.Option(help="Validation sessions per validation (at most).")
     ] = 64,
     reward: Annotated[
-        str | None,
+        RewardName | None,
         typer.Option(
-            help="Reward of self-play: spec (SPEC section 5) or pips (equity change per step / 10 pips; "
-            "docs/TRAINING.md)."
+            help="Reward of self-play: equity (equity change per step / 10 pips) or amddp1 (the seed's; "
+            "docs/TRAINING.md). Default: the recipe's (equity; seed: amddp1)."
         ),
     ] = None,
     event_share: Annotated[
         float | None,
         typer.Option(
-            help="Share of each batch unrolled from just before a BUY, SELL or CLOSE (0: uniform; pips 0.5)."
+            help="Share of each batch unrolled from just before a BUY, SELL or CLOSE (equity 0.5; seed 0)."
         ),
     ] = None,
     policy_weight: Annotated[
-        float | None, typer.Option(help="Weight of the policy loss (SPEC 0.25; pips 0).")
+        float | None, typer.Option(help="Weight of the policy loss (equity 0; seed 0.25).")
     ] = None,
     explore_in_position: Annotated[
         float | None,
         typer.Option(
             help="Share of self-play's decisions in a position that explore with root noise and "
-            "temperature (SPEC 1, every one; pips 0.03); the rest act greedily."
+            "temperature (equity 0.03; seed 1, every one); the rest act greedily."
         ),
     ] = None,
 ) -> None:
@@ -287,12 +301,12 @@ def train(
             "initial_temperature": initial_temperature,
             "final_temperature": final_temperature,
             "td_steps": td_steps,
-            "reward": reward,
+            "reward": reward.value if reward is not None else None,
             "event_share": event_share,
             "policy_weight": policy_weight,
             "explore_in_position": explore_in_position,
         }
-        config = TrainingConfig.recipe(recipe, **{k: v for k, v in given.items() if v is not None})
+        config = TrainingConfig.recipe(recipe.value, **{k: v for k, v in given.items() if v is not None})
         summary = run_training(settings, config)
     except (LookupError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)

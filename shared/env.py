@@ -25,6 +25,7 @@ from shared.reward import (
     Action,
     amddp1,
     legal_actions,
+    reward_name,
 )
 from shared.schema import N_FEATURES, N_MARKET, N_POSITION, POSITION_SCALE, WINDOW
 from shared.sessions import SESSION_BARS
@@ -89,17 +90,16 @@ class EnvConfig:
     spread_pips: float = 4.0  # round-trip cost, charged once when a trade closes
     session_bars: int = SESSION_BARS
     reward_clip: float = REWARD_CLIP
-    # "spec": the reward table and AMDDP1 of SPEC section 5. "pips": the change of the session's
-    # equity (realised plus open P&L after spread) over the step, in units of ``pips_per_reward``, plus
-    # the SPEC penalties of invalid actions; a trade's rewards add up to its P&L. Opt-in for training
-    # (docs/TRAINING.md shows why): the SPEC reward is maximised by taking tiny profits, not by the
-    # pips per trade that the metrics score. Trades, P&L and observations are the same in both.
-    reward: Literal["spec", "pips"] = "spec"
+    # "equity" (default): the change of the session's equity (realised plus open P&L after spread)
+    # over the step, in units of ``pips_per_reward``, plus the penalties of invalid actions; not
+    # clipped, so a trade's rewards add up to its P&L. "amddp1": the seed's action table and AMDDP1,
+    # clipped to +-reward_clip (shared.reward says why it is not the default). Trades, P&L and
+    # observations are the same under both.
+    reward: Literal["equity", "amddp1"] = "equity"
     pips_per_reward: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.reward not in ("spec", "pips"):
-            raise ValueError(f"unknown reward {self.reward!r}; choose spec or pips")
+        object.__setattr__(self, "reward", reward_name(self.reward))
         if not self.pips_per_reward > 0:
             raise ValueError("pips_per_reward must be positive")
 
@@ -344,12 +344,12 @@ class TradingEnv:
             raise ValueError(f"actions must be integers in 0..{N_ACTIONS - 1}")
         self.action_counts += counts
         cfg = self.config
-        pips = cfg.reward == "pips"
+        equity = cfg.reward == "equity"
         key = actions * 2 + (self.side != 0)  # (action, in position) -> one table lookup each
         valid = _VALID[key]
         event = _EVENT[key]
         traded = False
-        if pips:
+        if equity:
             reward = _INVALID_PENALTY[key]
             equity_before = np.where(self.side != 0, self.pnl, 0.0)  # open P&L; realised so far is 0
             realised = np.zeros(self.n)
@@ -360,7 +360,7 @@ class TradingEnv:
             closing = np.flatnonzero(event == _EVENT_CLOSE)
             if len(closing):
                 pnl = self._close(closing, _EXIT_CLOSE)
-                if pips:
+                if equity:
                     realised[closing] += pnl
                 else:
                     reward[closing] += amddp1(pnl)
@@ -382,12 +382,12 @@ class TradingEnv:
             forced = np.flatnonzero((self.step_in_session == last) & (self.side != 0))
         if forced is not None and len(forced):
             pnl = self._close(forced, _EXIT_SESSION_END)
-            if pips:
+            if equity:
                 realised[forced] += pnl
             else:
                 reward[forced] += amddp1(pnl)
             traded = True
-        if traded and not pips:  # only AMDDP1 can leave the clip range
+        if traded and not equity:  # only AMDDP1 can leave the clip range
             np.minimum(reward, cfg.reward_clip, out=reward)
             np.maximum(reward, -cfg.reward_clip, out=reward)
 
@@ -403,10 +403,9 @@ class TradingEnv:
             done = self.step_in_session >= cfg.session_bars
             self.bar += ~done
         self._mark_to_market()
-        if pips:
+        if equity:
             equity_after = realised + np.where(self.side != 0, self.pnl, 0.0)
             reward += (equity_after - equity_before) / cfg.pips_per_reward
-            np.clip(reward, -cfg.reward_clip, cfg.reward_clip, out=reward)
         return StepResult(self.observation(), reward, done, valid)
 
     def _close(self, rows: np.ndarray, reason: int) -> np.ndarray:

@@ -1,4 +1,12 @@
-"""Rewards of SPEC section 5: the action table and AMDDP1 of a closed trade."""
+"""Rewards of the environment (docs/CONTRACT.md, section 5): their names, the action table and AMDDP1.
+
+Two rewards, one per training run, recorded in the checkpoint's manifest:
+- ``equity`` (the default): the change of the account's equity over the step (realised plus open P&L
+  after spread, the spread paid when the position opens) in units of 10 pips, plus the penalties of
+  invalid actions. A trade's rewards add up to its P&L / 10, so its optimum is the best trader's.
+- ``amddp1`` (the seed's, kept for comparison): the action table below plus AMDDP1 of a closed trade,
+  clipped to [-3, 3]. Its optimum is a scalper that takes the first fraction of a pip.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,20 @@ from enum import IntEnum
 from typing import Final
 
 import numpy as np
+
+
+REWARDS: Final = ("equity", "amddp1")
+DEFAULT_REWARD: Final = "equity"
+# Names written by earlier releases (trainer.json of older checkpoints, old command lines).
+_LEGACY_REWARD_NAMES: Final = {"pips": "equity", "spec": "amddp1"}
+
+
+def reward_name(name: str) -> str:
+    """The reward called ``name`` (earlier releases' names accepted); a ValueError says the choices."""
+    name = _LEGACY_REWARD_NAMES.get(name, name)
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; choose {' or '.join(REWARDS)}")
+    return name
 
 
 class Action(IntEnum):

@@ -18,9 +18,9 @@ class TrainerSettings(BaseSettings):
     episodes: int | None = Field(None, gt=0)
     workers: int = Field(1, ge=1)
     sessions_per_round: int = Field(64, ge=1)  # self-play sessions stepped together
-    updates_per_round: int = Field(40, ge=0)  # learner updates after each round
+    updates_per_round: int = Field(128, ge=0)  # learner updates after each round
     publish_every: int = Field(50, ge=1)  # learner updates between weight refreshes of self-play
-    validate_every: int = Field(100, ge=1)  # episodes between validations
+    validate_every: int = Field(512, ge=1)  # episodes between validations
     validation_sessions: int = Field(64, ge=1)  # at most this many tiled validation sessions
     min_validation_trades: int = Field(10, ge=0)  # fewer trades cannot make a checkpoint "best"
     threads: int = Field(2, ge=1)

@@ -89,7 +89,7 @@ def test_vectorised_env_equals_the_reference_on_random_actions(
     rng = np.random.default_rng(7)
     # Sticky random actions so that positions last long enough to exercise the trackers.
     raw = rng.choice(4, size=(360, len(starts)), p=[0.85, 0.05, 0.05, 0.05])
-    env = TradingEnv(market)
+    env = TradingEnv(market, EnvConfig(reward="amddp1"))
     obs = env.reset(starts)
     got_rewards, got_positions = [], []
     for k in range(360):
@@ -117,7 +117,7 @@ def test_vectorised_env_equals_the_reference_on_random_actions(
 
 def test_every_reward_table_row() -> None:
     # Rows: flat, and long (opened at the first step). Price flat at 150, so a close earns AMDDP1(-4).
-    env = TradingEnv(handmade_market([150.0] * 80), EnvConfig(session_bars=20))
+    env = TradingEnv(handmade_market([150.0] * 80), EnvConfig(session_bars=20, reward="amddp1"))
     table = {
         Action.HOLD: (-0.05, 0.0),
         Action.BUY: (1.0, -1.0),
@@ -132,7 +132,7 @@ def test_every_reward_table_row() -> None:
 
 
 def test_invalid_actions_change_no_state(market: MarketData, starts: np.ndarray) -> None:
-    env = TradingEnv(market)
+    env = TradingEnv(market, EnvConfig(reward="amddp1"))
     env.reset(starts[:2])
     env.step(np.array([Action.BUY, Action.CLOSE]))  # row 0 opens long; row 1 closes while flat
     state = (env.side.copy(), env.entry_price.copy(), env.entry_bar.copy(), env.trackers.copy())
@@ -148,7 +148,7 @@ def test_invalid_actions_change_no_state(market: MarketData, starts: np.ndarray)
 
 
 def test_session_end_closes_and_counts_the_trade(market: MarketData, starts: np.ndarray) -> None:
-    env = TradingEnv(market, EnvConfig(session_bars=10))
+    env = TradingEnv(market, EnvConfig(session_bars=10, reward="amddp1"))
     env.reset(starts[:1])
     for _ in range(9):
         env.step(np.array([Action.HOLD]))
@@ -163,7 +163,7 @@ def test_session_end_closes_and_counts_the_trade(market: MarketData, starts: np.
 
 
 def test_fills_at_the_bar_close_with_the_spread(market: MarketData, starts: np.ndarray) -> None:
-    env = TradingEnv(market)
+    env = TradingEnv(market, EnvConfig(reward="amddp1"))
     env.reset(starts[:1])
     b0 = int(env.bar[0])
     env.step(np.array([Action.SELL]))
@@ -184,7 +184,7 @@ def handmade_market(close: list[float]) -> MarketData:
 def test_reward_is_clipped_both_ways() -> None:
     # 100 pips against a short: AMDDP1 = -3 - tanh((104 - 30) / 30) < -3, clipped to -3.
     close = [150.0] * 40 + [151.0] * 400
-    env = TradingEnv(handmade_market(close), EnvConfig(session_bars=20))
+    env = TradingEnv(handmade_market(close), EnvConfig(session_bars=20, reward="amddp1"))
     env.reset(np.array([39, 39]))
     res = env.step(np.array([Action.SELL, Action.BUY]))
     assert res.reward.tolist() == [1.0, 1.0]
@@ -236,16 +236,18 @@ def test_bad_actions_and_starts_are_refused(market: MarketData) -> None:
         env.step(np.array([0, 0]))
 
 
-def test_pips_reward_adds_up_to_each_trades_pnl(market: MarketData, starts: np.ndarray) -> None:
-    """Under reward="pips" a session's rewards sum to its trades' P&L (and invalid penalties), and
-    trades, P&L and observations are those of the SPEC reward."""
+def test_equity_reward_adds_up_to_each_trades_pnl(market: MarketData, starts: np.ndarray) -> None:
+    """Under the (default) equity reward a session's rewards sum to its trades' P&L / 10 plus the
+    invalid penalties, bar spikes included (it is not clipped), and trades, P&L and observations are
+    those of the amddp1 reward."""
     rng = np.random.default_rng(3)
     raw = rng.choice(4, size=(360, len(starts)), p=[0.85, 0.05, 0.05, 0.05])
-    spec, pips = TradingEnv(market), TradingEnv(market, EnvConfig(reward="pips", pips_per_reward=10.0))
+    spec = TradingEnv(market, EnvConfig(reward="amddp1"))
+    pips = TradingEnv(market, EnvConfig(pips_per_reward=10.0))
     assert np.array_equal(spec.reset(starts), pips.reset(starts))
     total = np.zeros(len(starts))
     penalties = np.zeros(len(starts))
-    clipped = np.zeros(len(starts), bool)
+    spikes = np.zeros(len(starts), bool)
     for k in range(360):
         legal = pips.legal_actions()[np.arange(len(starts)), raw[k]]
         penalties += np.where(legal, 0.0, np.where(raw[k] == Action.CLOSE, -0.5, -1.0))
@@ -253,18 +255,18 @@ def test_pips_reward_adds_up_to_each_trades_pnl(market: MarketData, starts: np.n
         assert np.array_equal(res_spec.observation, res_pips.observation)
         assert np.array_equal(res_spec.valid, res_pips.valid)
         total += res_pips.reward
-        clipped |= np.abs(res_pips.reward) >= 3.0  # a bar of 30 pips or more: clipped like the SPEC reward
+        spikes |= np.abs(res_pips.reward) >= 3.0  # a bar of 30 pips or more
     log_spec, log = spec.trade_log(), pips.trade_log()
     assert np.array_equal(log.pnl_pips, log_spec.pnl_pips) and len(log) > 50
     per_session = np.bincount(log.session, weights=log.pnl_pips, minlength=len(starts))
-    assert 1 <= clipped.sum() <= 4  # real GBPJPY bars: a few sessions hold one
-    np.testing.assert_allclose(total[~clipped], (per_session / 10.0 + penalties)[~clipped], rtol=0, atol=1e-9)
+    assert 1 <= spikes.sum() <= 4  # real GBPJPY bars: a few sessions hold one, and still add up
+    np.testing.assert_allclose(total, per_session / 10.0 + penalties, rtol=0, atol=1e-9)
 
 
-def test_pips_reward_by_hand() -> None:
+def test_equity_reward_by_hand() -> None:
     # A long opened at 150.00 (spread 4), marked at 150.10 and 150.30, closed at 150.05.
     close = [150.0] * 40 + [150.10, 150.30, 150.05] + [150.0] * 400
-    env = TradingEnv(handmade_market(close), EnvConfig(session_bars=20, reward="pips", pips_per_reward=10.0))
+    env = TradingEnv(handmade_market(close), EnvConfig(session_bars=20, reward="equity", pips_per_reward=10.0))
     env.reset(np.array([39, 39]))
     steps = [
         ([Action.BUY, Action.HOLD], [(10 - 4) / 10, 0.0]),  # entry: the spread, then 150.00 -> 150.10
@@ -276,5 +278,8 @@ def test_pips_reward_by_hand() -> None:
         res = env.step(np.array(actions))
         assert res.reward.tolist() == pytest.approx(want, abs=1e-9), actions
     assert env.trade_log().pnl_pips[0] == pytest.approx(1.0)  # 5 pips - 4 spread = the rewards' sum x 10
-    with pytest.raises(ValueError, match="unknown reward"):
+    with pytest.raises(ValueError, match="unknown reward 'pnl'; choose equity or amddp1"):
         EnvConfig(reward="pnl")  # type: ignore[arg-type]
+    # Earlier releases' names still read (older checkpoints' trainer.json).
+    assert EnvConfig(reward="pips").reward == "equity"  # type: ignore[arg-type]
+    assert EnvConfig(reward="spec").reward == "amddp1"  # type: ignore[arg-type]

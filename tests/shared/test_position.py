@@ -20,7 +20,7 @@ def test_position_state_replays_the_environment_exactly(gbpjpy_sample: Bars) -> 
     market = MarketData("GBPJPY", ds.bars.ts, ds.bars.close, ds.features)
     starts = tile_sessions(np.sort(np.concatenate([ds.starts_of(s) for s in ("train", "validation")])))[:4]
     rng = np.random.default_rng(7)
-    env = TradingEnv(market, EnvConfig())
+    env = TradingEnv(market, EnvConfig(reward="amddp1"))
     obs = env.reset(starts)
     states = [PositionState(pip=0.01) for _ in starts]
     rewards_env, rewards_live, trades_live = [], [], []

@@ -67,10 +67,10 @@ def test_the_spec_reward_prefers_tiny_profits_and_the_pips_reward_the_oracle(
     synthetic: tuple[MarketData, np.ndarray, np.ndarray],
 ) -> None:
     market, starts, regime = synthetic
-    oracle_spec, oracle_pips_per_trade = play(market, starts, ride_the_trend(regime), "spec")
-    scalp_spec, scalp_pips_per_trade = play(market, starts, take_first_profit(regime), "spec")
-    oracle_pips, _ = play(market, starts, ride_the_trend(regime), "pips")
-    scalp_pips, _ = play(market, starts, take_first_profit(regime), "pips")
+    oracle_spec, oracle_pips_per_trade = play(market, starts, ride_the_trend(regime), "amddp1")
+    scalp_spec, scalp_pips_per_trade = play(market, starts, take_first_profit(regime), "amddp1")
+    oracle_pips, _ = play(market, starts, ride_the_trend(regime), "equity")
+    scalp_pips, _ = play(market, starts, take_first_profit(regime), "equity")
     # The metrics: the oracle earns over 20 pips a trade, the scalper about nothing.
     assert oracle_pips_per_trade > 20 and abs(scalp_pips_per_trade) < 2
     # The SPEC reward: the scalper earns far more per session than the oracle, which loses reward.

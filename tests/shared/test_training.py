@@ -88,7 +88,7 @@ def test_the_loss_falls_on_a_fixed_batch(
 ) -> None:
     market, _, _ = world
     torch.manual_seed(1)
-    learner = Learner(MuZeroNetwork(SMALL), TrainingConfig(learning_rate=0.003))
+    learner = Learner(MuZeroNetwork(SMALL), TrainingConfig.recipe("seed", learning_rate=0.003))
     batch = make_batch(replay, market, batch_size=64, unroll=5, td_steps=10, discount=0.997)
     first = learner.step(batch)
     for _ in range(60):
@@ -130,7 +130,12 @@ def stepwise_loss(model: MuZeroNetwork, batch, cfg: TrainingConfig) -> torch.Ten
         policy = policy + soft_ce(step.policy_logits, policy_t[:, k + 1]) * mask[:, k + 1] / k_steps
         value = value + soft_ce(step.value_logits, value_t[:, k + 1]) * mask[:, k + 1] / k_steps
         hidden = scale_gradient(step.hidden, 0.5)
-    return 0.25 * policy.mean() + 0.25 * value.mean() + 0.5 * reward.mean() + 1.0 * outcome.mean()
+    return (
+        cfg.policy_weight * policy.mean()
+        + cfg.value_weight * value.mean()
+        + cfg.reward_weight * reward.mean()
+        + cfg.outcome_weight * outcome.mean()
+    )
 
 
 def test_batched_loss_equals_the_stepwise_loss(
@@ -141,7 +146,7 @@ def test_batched_loss_equals_the_stepwise_loss(
     model = MuZeroNetwork(SMALL).eval()  # no dropout: both runs see the same network
     batch = make_batch(replay, market, batch_size=32, unroll=5, td_steps=10, discount=0.997)
     batch.mask[:3, 3:] = 0.0  # as at a trajectory's end
-    cfg = TrainingConfig()
+    cfg = TrainingConfig.recipe("seed")  # every loss weighted, the policy's too
     fast, _ = muzero_loss(model, batch, cfg)
     fast_grads = torch.autograd.grad(fast, list(model.parameters()), allow_unused=True)
     slow = stepwise_loss(model, batch, cfg)
@@ -183,17 +188,24 @@ def test_zeroed_heads_start_neutral() -> None:
 
 
 def test_temperature_schedule() -> None:
-    cfg = TrainingConfig()
+    cfg = TrainingConfig.recipe("seed")
     assert cfg.temperature(0) == 10.0 and cfg.temperature(25_000) == 5.5 and cfg.temperature(10**6) == 1.0
+    default = TrainingConfig()
+    assert default.temperature(0) == 1.0 and default.temperature(1500) == 0.625
+    assert default.temperature(10**6) == 0.25
 
 
 def test_recipes_set_defaults_and_given_options_win() -> None:
-    assert TrainingConfig.recipe("spec") == TrainingConfig()
-    pips = TrainingConfig.recipe("pips", td_steps=12)
-    assert (pips.reward, pips.policy_weight, pips.explore_in_position) == ("pips", 0.0, 0.03)
-    assert pips.td_steps == 12
-    assert TrainingConfig().policy_weight == 0.25  # the contract's defaults stay the defaults
-    search = pips.collect_search(episodes=3000)
+    # The default recipe is every default: the one that learns.
+    assert TrainingConfig.recipe("equity") == TrainingConfig()
+    default = TrainingConfig.recipe("equity", td_steps=12)
+    assert (default.reward, default.policy_weight, default.explore_in_position) == ("equity", 0.0, 0.03)
+    assert default.td_steps == 12
+    seed = TrainingConfig.recipe("seed")
+    assert (seed.reward, seed.policy_weight, seed.explore_in_position, seed.td_steps) == ("amddp1", 0.25, 1.0, 10)
+    assert TrainingConfig.recipe("seed", reward="pips").reward == "equity"  # an older name still reads
+    assert TrainingConfig.recipe("pips") == TrainingConfig()  # and so do the recipes' older names
+    search = default.collect_search(episodes=3000)
     assert (search.explore_in_position, search.temperature, search.num_simulations) == (0.03, 0.25, 10)
-    with pytest.raises(ValueError, match="unknown training recipe 'fast'"):
+    with pytest.raises(ValueError, match="unknown training recipe 'fast'; choose from equity, seed"):
         TrainingConfig.recipe("fast")

@@ -46,7 +46,7 @@ def test_a_session_of_orders_reproduces_the_backtest_exactly(
     starts = tile_sessions(np.sort(np.concatenate([ds.starts_of(s) for s in ("train", "validation")])))
     start = int(starts[3])
     # A third of a session keeps the test fast; the gateway only knows a session's end by last_bar.
-    env = TradingEnv(market, EnvConfig(session_bars=BARS))
+    env = TradingEnv(market, EnvConfig(session_bars=BARS, reward="amddp1"))
     env.reset(np.array([start]))
     rng = np.random.default_rng(11)
     session_id = str(int(market.ts[start]))

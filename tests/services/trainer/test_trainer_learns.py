@@ -26,7 +26,7 @@ CI_MODEL = ModelConfig(hidden=64, tcn_channels=16)
 CI_EPISODES = 768
 # Measured 2026-12-04 (AMD EPYC VM, 2 cores): 153 s of training; test split agent +19.50 pips over
 # 50 trades, random -4.01, oracle +28.83.
-CI_TRAINING = TrainingConfig.recipe("pips", temperature_decay_episodes=CI_EPISODES)
+CI_TRAINING = TrainingConfig(temperature_decay_episodes=CI_EPISODES)
 
 
 @pytest.mark.slow

@@ -15,7 +15,6 @@ from typing import Final
 
 import numpy as np
 
-
 REWARDS: Final = ("equity", "amddp1")
 DEFAULT_REWARD: Final = "equity"
 # Names written by earlier releases (trainer.json of older checkpoints, old command lines).

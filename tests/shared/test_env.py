@@ -266,7 +266,7 @@ def test_equity_reward_adds_up_to_each_trades_pnl(market: MarketData, starts: np
 def test_equity_reward_by_hand() -> None:
     # A long opened at 150.00 (spread 4), marked at 150.10 and 150.30, closed at 150.05.
     close = [150.0] * 40 + [150.10, 150.30, 150.05] + [150.0] * 400
-    env = TradingEnv(handmade_market(close), EnvConfig(session_bars=20, reward="equity", pips_per_reward=10.0))
+    env = TradingEnv(handmade_market(close), EnvConfig(session_bars=20, pips_per_reward=10.0))
     env.reset(np.array([39, 39]))
     steps = [
         ([Action.BUY, Action.HOLD], [(10 - 4) / 10, 0.0]),  # entry: the spread, then 150.00 -> 150.10

@@ -39,6 +39,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from shared.model.config import ModelConfig
 from shared.model.networks import MuZeroNetwork, parameter_count
+from shared.reward import reward_name
 from shared.schema import SCHEMA_HASH, SCHEMA_VERSION, SchemaMismatchError
 
 FORMAT_VERSION: Final = 1
@@ -105,6 +106,16 @@ class CheckpointManifest(BaseModel):
     weights_sha256: str
     weights_bytes: int = Field(ge=0)
     extra: dict[str, str] = Field(default_factory=dict)  # extra file name -> sha256
+    # How it was trained: every training setting (TrainingConfig, the reward among them) and the
+    # trainer's settings. The backtest and the live stack compute the reward it names.
+    training: dict[str, Any] = Field(default_factory=dict)
+    # How to serve it: the entry gate chosen on the validation split (shared.search.config.EntryGate).
+    serving: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def reward(self) -> str:
+        """The reward the model was trained with; a manifest without one predates the equity default."""
+        return reward_name(str(self.training.get("reward", "amddp1")))
 
     @field_validator("version")
     @classmethod
@@ -209,12 +220,15 @@ def save_checkpoint(
     training_step: int,
     metrics: Mapping[str, float] | None = None,
     extra_files: Mapping[str, bytes | Path] | None = None,
+    training: Mapping[str, Any] | None = None,
+    serving: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` as ``<root>/<version>/`` atomically and return that directory.
 
     ``version`` defaults to ``step-<training_step, 9 digits>``. ``extra_files`` maps a file name to
     its bytes or to a file to copy; each is stored beside the weights and its sha256 recorded.
-    An existing version is never overwritten.
+    ``training`` and ``serving`` go into the manifest as they are (JSON values). An existing version
+    is never overwritten.
     """
     root = Path(root)
     if training_step < 0:
@@ -265,6 +279,8 @@ def save_checkpoint(
             weights_sha256=hashlib.sha256(weights).hexdigest(),
             weights_bytes=len(weights),
             extra=extra_hashes,
+            training=dict(training or {}),
+            serving=dict(serving or {}),
         )
         # The manifest goes last: a directory with a manifest has everything the manifest names.
         _write_bytes_durably(temp_dir / MANIFEST_FILE, manifest.to_json().encode())

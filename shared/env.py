@@ -254,6 +254,7 @@ class TradingEnv:
         self.pip = market.pip
         self._trades: list[tuple] = []
         self.action_counts = np.zeros(N_ACTIONS, dtype=np.int64)
+        self.flat_action_counts = np.zeros(N_ACTIONS, dtype=np.int64)  # decisions taken while flat
         self.n = 0
 
     # ----------------------------------------------------------- lifecycle
@@ -336,16 +337,20 @@ class TradingEnv:
         actions = np.asarray(actions)
         if actions.shape != (self.n,):
             raise ValueError(f"expected {self.n} actions, got shape {actions.shape}")
-        try:
-            counts = np.bincount(actions, minlength=N_ACTIONS)  # also validates the actions
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"actions must be integers in 0..{N_ACTIONS - 1}") from exc
-        if len(counts) > N_ACTIONS:
+        if actions.dtype.kind not in "iub":
             raise ValueError(f"actions must be integers in 0..{N_ACTIONS - 1}")
-        self.action_counts += counts
+        # (action, in position) -> one table lookup each, and one count of both.
+        key = actions.astype(np.int64, copy=False) * 2 + (self.side != 0)
+        try:
+            counts = np.bincount(key, minlength=2 * N_ACTIONS)  # also validates the actions
+        except ValueError as exc:
+            raise ValueError(f"actions must be integers in 0..{N_ACTIONS - 1}") from exc
+        if len(counts) > 2 * N_ACTIONS:
+            raise ValueError(f"actions must be integers in 0..{N_ACTIONS - 1}")
+        self.action_counts += counts[0::2] + counts[1::2]
+        self.flat_action_counts += counts[0::2]
         cfg = self.config
         equity = cfg.reward == "equity"
-        key = actions * 2 + (self.side != 0)  # (action, in position) -> one table lookup each
         valid = _VALID[key]
         event = _EVENT[key]
         traded = False

@@ -19,6 +19,7 @@ class EvaluationResult:
     metrics: TradeMetrics
     trades: TradeLog  # chronological
     action_counts: np.ndarray
+    flat_action_counts: np.ndarray  # the decisions taken while flat
 
 
 def evaluate_policy(
@@ -36,6 +37,12 @@ def evaluate_policy(
         result = env.step(actions)
         obs, done = result.observation, result.done
     trades = env.trade_log().chronological()
-    return EvaluationResult(
-        trade_metrics(trades.pnl_pips, len(starts), env.action_counts), trades, env.action_counts.copy()
+    metrics = trade_metrics(
+        trades.pnl_pips,
+        len(starts),
+        env.action_counts,
+        trade_sessions=trades.session,  # the env row, one session per row
+        trade_sides=trades.side,
+        flat_action_counts=env.flat_action_counts,
     )
+    return EvaluationResult(metrics, trades, env.action_counts.copy(), env.flat_action_counts.copy())

@@ -60,7 +60,8 @@ def play(market: MarketData, starts: np.ndarray, act, reward: str) -> tuple[floa
         total += result.reward
         obs, done = result.observation, result.done
     trades = env.trade_log()
-    return float(total.mean()), trade_metrics(trades.pnl_pips, len(starts), env.action_counts).expectancy_pips
+    metrics = trade_metrics(trades.pnl_pips, len(starts), env.action_counts, trade_sessions=trades.session)
+    return float(total.mean()), metrics.expectancy_pips
 
 
 def test_the_spec_reward_prefers_tiny_profits_and_the_pips_reward_the_oracle(

@@ -8,8 +8,20 @@ against the environment bar by bar).
 A bar is handled in two steps, as in the environment:
 1. ``mark(close, step)``: the position is marked to market at the bar's close (P&L, drawdown trackers).
    The window of that bar carries ``features()`` of the marked state.
-2. ``apply(action, close, step, ts, last_bar)``: the decision taken at that bar; a position still open
-   after the session's last bar is closed there.
+2. ``apply(action, close, step, ts, last_bar, reward)``: the decision taken at that bar; a position
+   still open after the session's last bar is closed there.
+
+Rewards (``shared.reward``), either one per decision, as the environment pays it:
+- ``amddp1`` is known when the decision is applied: ``StepOutcome.reward``.
+- ``equity`` is the change of the equity from this bar's mark to the NEXT bar's mark. A decision that
+  leaves the flat book (or closes, or meets the session's end) is known at once; one that leaves a
+  position open is not: ``StepOutcome.reward`` is None and the state keeps its pending parts
+  (``pending_*``: the invalid-action penalty, the P&L realised at the step, the equity before it,
+  the reward scale). The next ``mark`` settles them with the environment's operations in the
+  environment's order, also when that mark is the one of a forced close (session break, a new
+  session); the settled reward waits in ``settled_*`` until ``apply`` (or ``take_settled``) hands it
+  out, once, as a ``Settlement`` naming the decision's step and bar. Both parts are plain numbers in
+  ``to_dict()``, so a restart between the two bars loses nothing.
 """
 
 from __future__ import annotations
@@ -18,9 +30,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from shared.env import EXIT_CLOSE, EXIT_SESSION_END, scale_position_trackers
+from shared.env import EXIT_CLOSE, EXIT_SESSION_END, EnvConfig, scale_position_trackers
 from shared.reward import (
     CLOSE_FLAT_REWARD,
+    DEFAULT_REWARD,
     HOLD_FLAT_REWARD,
     HOLD_IN_POSITION_REWARD,
     OPEN_IN_POSITION_REWARD,
@@ -28,12 +41,15 @@ from shared.reward import (
     REWARD_CLIP,
     Action,
     amddp1,
+    reward_name,
 )
 
 # A live session can also end early: a gap over 10 minutes breaks it (the backtest never starts a
 # session across a gap; live trading cannot see the gap coming), and the position closes at the
 # first bar after the gap.
 EXIT_SESSION_BREAK = "session_break"
+PIPS_PER_REWARD = EnvConfig().pips_per_reward  # the environment's default scale of the equity reward
+_NONE = -1  # pending_step / settled_step of no decision
 
 
 @dataclass(frozen=True)
@@ -49,10 +65,22 @@ class ClosedTrade:
 
 
 @dataclass(frozen=True)
+class Settlement:
+    """The reward of an earlier decision, completed by a later bar's mark."""
+
+    step: int  # session step of the decision
+    ts: int  # its bar (epoch seconds)
+    reward: float
+
+
+@dataclass(frozen=True)
 class StepOutcome:
-    reward: float  # clipped, as the environment pays it
+    # This decision's reward as the environment pays it (amddp1 clipped); None while it waits for the
+    # next bar's mark (equity reward, a position left open).
+    reward: float | None
     valid: bool  # the action was legal in the state it met
     trade: ClosedTrade | None  # the trade this bar closed, if any
+    settled: Settlement | None = None  # an earlier decision's reward, completed by this bar's mark
 
 
 @dataclass
@@ -72,10 +100,22 @@ class PositionState:
     min_dd: float = 0.0
     acc_dd: float = 0.0
     marked_step: int = -1  # session step of the last mark; -1 before the first bar of a session
+    # The equity reward of the last decision while it waits for the next mark (pending_step -1: none).
+    pending_step: int = _NONE
+    pending_ts: int = 0
+    pending_penalty: float = 0.0
+    pending_realised: float = 0.0
+    pending_before: float = 0.0
+    pending_pips_per_reward: float = PIPS_PER_REWARD
+    # A pending reward the last mark settled, until it is handed out (settled_step -1: none).
+    settled_step: int = _NONE
+    settled_ts: int = 0
+    settled_reward: float = 0.0
 
     # ------------------------------------------------------------ per bar
     def mark(self, close: float, step: int) -> None:
-        """Mark to market at a bar's close (the environment's ``_mark_to_market``)."""
+        """Mark to market at a bar's close (the environment's ``_mark_to_market``); settles the
+        pending equity reward of the previous decision, if any."""
         if self.side:
             # Same operations and order as the environment's in-place numpy arithmetic.
             pnl = (close - self.entry_price) * float(self.side) / self.pip - self.spread_pips
@@ -86,6 +126,35 @@ class PositionState:
             self.min_dd = min(self.min_dd, self.dd)
             self.acc_dd = self.acc_dd - self.dd
         self.marked_step = step
+        if self.pending_step != _NONE:
+            if self.settled_step != _NONE:
+                raise RuntimeError("a settled reward was never handed out (take_settled)")
+            # The environment's step: equity_after = realised + open P&L at the next bar's mark,
+            # reward = penalty + (equity_after - equity_before) / pips_per_reward.
+            after = self.pending_realised + (self.pnl if self.side else 0.0)
+            self.settled_reward = (
+                self.pending_penalty + (after - self.pending_before) / self.pending_pips_per_reward
+            )
+            self.settled_step, self.settled_ts = self.pending_step, self.pending_ts
+            self._clear_pending()
+
+    def take_settled(self) -> Settlement | None:
+        """The reward the last mark settled, if not handed out yet (then it is forgotten)."""
+        if self.settled_step == _NONE:
+            return None
+        settled = Settlement(self.settled_step, self.settled_ts, self.settled_reward)
+        self.settled_step, self.settled_ts, self.settled_reward = _NONE, 0, 0.0
+        return settled
+
+    @property
+    def reward_pending(self) -> bool:
+        """The last decision's reward waits for the next mark."""
+        return self.pending_step != _NONE
+
+    def _clear_pending(self) -> None:
+        self.pending_step, self.pending_ts = _NONE, 0
+        self.pending_penalty = self.pending_realised = self.pending_before = 0.0
+        self.pending_pips_per_reward = PIPS_PER_REWARD
 
     def marked(self, close: float, step: int) -> PositionState:
         """A marked copy: what the window of that bar shows, without changing this state."""
@@ -100,30 +169,62 @@ class PositionState:
         trackers = np.array([[self.pnl, self.bars_since_entry, self.dd, self.min_dd, self.acc_dd]])
         return scale_position_trackers(np.array([self.side], dtype=np.int8), trackers)[0]
 
-    def apply(self, action: int, close: float, step: int, ts: int, last_bar: bool) -> StepOutcome:
-        """The decision of the bar at ``step`` (already marked), then the session-end close if due."""
+    def apply(
+        self,
+        action: int,
+        close: float,
+        step: int,
+        ts: int,
+        last_bar: bool,
+        reward: str = DEFAULT_REWARD,
+        pips_per_reward: float = PIPS_PER_REWARD,
+    ) -> StepOutcome:
+        """The decision of the bar at ``step`` (already marked), then the session-end close if due.
+
+        ``reward`` names the reward to pay (``shared.reward.REWARDS``); ``pips_per_reward`` scales the
+        equity reward. The outcome also hands out the reward this bar's mark settled, if any.
+        """
+        equity = reward_name(reward) == "equity"
+        if self.pending_step != _NONE:
+            raise RuntimeError(f"mark step {step} before applying its decision: a reward is pending")
+        settled = self.take_settled()
         action = Action(action)
         in_position = self.side != 0
         trade = None
+        # The environment's equity step: the open P&L at this mark, realised P&L of this step's closes.
+        before = self.pnl if in_position else 0.0
+        realised = 0.0
+        penalty = 0.0
         if action == Action.HOLD:
-            reward, valid = (HOLD_IN_POSITION_REWARD if in_position else HOLD_FLAT_REWARD), True
+            value, valid = (HOLD_IN_POSITION_REWARD if in_position else HOLD_FLAT_REWARD), True
         elif action in (Action.BUY, Action.SELL):
             if in_position:
-                reward, valid = OPEN_IN_POSITION_REWARD, False
+                value, valid = OPEN_IN_POSITION_REWARD, False
+                penalty = OPEN_IN_POSITION_REWARD
             else:
-                reward, valid = OPEN_REWARD, True
+                value, valid = OPEN_REWARD, True
                 self._open(1 if action == Action.BUY else -1, close, step, ts)
         elif in_position:  # CLOSE
             trade = self.close(close, step, ts, EXIT_CLOSE)
-            reward, valid = float(amddp1(trade.pnl_pips)), True
+            value, valid = float(amddp1(trade.pnl_pips)), True
+            realised += trade.pnl_pips
         else:
-            reward, valid = CLOSE_FLAT_REWARD, False
+            value, valid = CLOSE_FLAT_REWARD, False
+            penalty = CLOSE_FLAT_REWARD
         if last_bar and self.side:
             trade = self.close(close, step, ts, EXIT_SESSION_END)
-            reward += float(amddp1(trade.pnl_pips))
-        if trade is not None:
-            reward = min(max(reward, -REWARD_CLIP), REWARD_CLIP)
-        return StepOutcome(reward, valid, trade)
+            value += float(amddp1(trade.pnl_pips))
+            realised += trade.pnl_pips
+        if not equity:
+            if trade is not None:
+                value = min(max(value, -REWARD_CLIP), REWARD_CLIP)
+            return StepOutcome(value, valid, trade, settled)
+        if self.side:  # the equity after the step is marked at the next bar
+            self.pending_step, self.pending_ts = step, ts
+            self.pending_penalty, self.pending_realised, self.pending_before = penalty, realised, before
+            self.pending_pips_per_reward = pips_per_reward
+            return StepOutcome(None, valid, trade, settled)
+        return StepOutcome(penalty + ((realised + 0.0) - before) / pips_per_reward, valid, trade, settled)
 
     def _open(self, side: int, close: float, step: int, ts: int) -> None:
         self.side = side

@@ -141,7 +141,11 @@ def plot_equity(results: dict[str, EvaluationResult], main: str, title: str, pat
         trades = result.trades.chronological()
         times = [datetime.fromtimestamp(int(t), UTC) for t in trades.exit_ts]
         m = result.metrics
-        label = f"{name}: {m.expectancy_pips:+.2f} pips/trade over {m.trades} trades"
+        low, high = m.expectancy_ci95
+        label = (
+            f"{name}: {m.expectancy_pips:+.2f} pips/trade (95% CI {low:+.2f} to {high:+.2f}"
+            f"{', edge' if m.edge else ''}) over {m.trades} trades, {m.health}"
+        )
         ax.step(
             times,
             np.cumsum(trades.pnl_pips),
@@ -149,7 +153,7 @@ def plot_equity(results: dict[str, EvaluationResult], main: str, title: str, pat
             label=label,
             linewidth=2.0 if name == main else 1.0,
         )
-    ax.axhline(0.0, color="grey", linewidth=0.5)
+    ax.axhline(0.0, color="grey", linewidth=0.5)  # HOLD's equity: no trade, 0 pips
     ax.set(title=f"equity, {title}", xlabel="exit time (UTC)", ylabel="cumulative P&L (pips)")
     ax.legend(fontsize=8)
     fig.autofmt_xdate()

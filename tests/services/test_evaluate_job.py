@@ -48,9 +48,36 @@ def test_oracle_wins_and_random_pays_the_spread_on_the_synthetic_test_split(synt
     assert oracle["expectancy_pips"] > 10.0
     assert -5.0 < random["expectancy_pips"] < -3.0 and random["trades"] > 1000
     assert hold["trades"] == 0 and hold["action_distribution"]["HOLD"] == 1.0
-    for key in ("expectancy_pips", "win_rate", "sqn", "trades", "trades_per_session", "max_drawdown_pips"):
-        assert key in oracle
+    for key in (
+        "expectancy_pips",
+        "expectancy_ci95",
+        "edge",
+        "win_rate",
+        "sqn",
+        "trades",
+        "sessions",
+        "total_pips",
+        "pips_per_session",
+        "max_drawdown_pips",
+        "trades_per_session",
+        "sessions_with_trade_share",
+        "long_entry_share",
+        "flat_hold_share",
+        "health",
+        "spread_pips",
+    ):
+        assert key in oracle, key
     assert set(oracle["action_distribution"]) == {"HOLD", "BUY", "SELL", "CLOSE"}
+    # Edge: the oracle's interval lies above 0; random's below; HOLD's is (0, 0) and 0 pips.
+    low, high = oracle["expectancy_ci95"]
+    assert 0 < low < oracle["expectancy_pips"] < high and oracle["edge"] is True
+    assert random["expectancy_ci95"][1] < 0 and random["edge"] is False
+    assert hold["expectancy_ci95"] == [0.0, 0.0] and hold["total_pips"] == 0.0 and hold["edge"] is False
+    assert oracle["pips_per_session"] == pytest.approx(oracle["total_pips"] / oracle["sessions"])
+    # Health: the oracle and random trade on both sides; HOLD never trades.
+    assert oracle["health"] == "healthy" and random["health"] == "healthy"
+    assert hold["health"] == "never_trades" and hold["flat_hold_share"] == 1.0
+    assert 0 < oracle["flat_hold_share"] < 1 and 0 < oracle["long_entry_share"] < 1
 
 
 def test_random_is_reproducible_and_seeded(synth_db: Path) -> None:

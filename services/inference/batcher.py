@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from services.inference.metrics import InferenceMetrics
-from services.inference.model_store import ModelStore, NoModelError
+from services.inference.model_store import ModelStore, NoModelError, ServingModel
 from shared.reward import ACTIONS
-from shared.search import SearchConfig, SearchOutput, search
+from shared.search import EntryGate, SearchConfig, SearchOutput, search
 from shared.wire import Decision
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class Batcher:
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._submit_lock = threading.Lock()  # nothing is queued after stop() drained the queue
+        self._gated: tuple[str, SearchConfig] | None = None  # (version, its gated search config)
 
     # ------------------------------------------------------------------ callers
     def submit(self, instrument: str, window: np.ndarray) -> Future[Decision]:
@@ -149,6 +150,14 @@ class Batcher:
             batch.append(request)
         return batch, False
 
+    def _config_for(self, model: ServingModel) -> SearchConfig:
+        """The search settings with the served checkpoint's entry gate (its manifest's ``serving``)."""
+        cached = self._gated
+        if cached is None or cached[0] != model.version:
+            cached = (model.version, self.config.gated(EntryGate.from_manifest(model.manifest.serving)))
+            self._gated = cached
+        return cached[1]
+
     def _search(self, batch: list[_Request], worker: int) -> None:
         # Requests whose caller gave up (a cancelled asyncio task) are dropped here.
         live = [r for r in batch if r.future.set_running_or_notify_cancel()]
@@ -162,7 +171,8 @@ class Batcher:
             return
         try:
             started = time.perf_counter()
-            out = self.search_fn(model.functions[worker], np.stack([r.window for r in live]), self.config)
+            config = self._config_for(model)
+            out = self.search_fn(model.functions[worker], np.stack([r.window for r in live]), config)
             seconds = time.perf_counter() - started
         except Exception as exc:
             log.exception("search of a batch of %d failed", len(live))
@@ -183,5 +193,7 @@ class Batcher:
                     outcome_probabilities=out.outcome_probs[i].tolist(),
                     model_version=model.version,
                     search_ms=seconds * 1000.0,
+                    reward=model.reward,  # type: ignore[arg-type]
+                    pips_per_reward=model.pips_per_reward,
                 )
             )

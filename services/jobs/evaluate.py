@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from shared.policies import (
     RandomPolicy,
     SearchPolicy,
 )
-from shared.search import SearchConfig
+from shared.search import EntryGate, SearchConfig
 from shared.sessions import SESSION_BARS, SPLITS, tile_sessions
 from shared.store import Store
 
@@ -47,13 +48,25 @@ def make_policy(name: str, store: Store, instrument: str, bars_ts: np.ndarray, s
     raise ValueError(f"unknown policy {name!r}; choose hold, random, momentum or oracle")
 
 
-def checkpoint_policy(path: Path, simulations: int = 25) -> tuple[Policy, str]:
+@dataclass(frozen=True)
+class CheckpointAgent:
+    """A checkpoint's agent as it is served: the serving search with the entry gate of its manifest."""
+
+    policy: Policy
+    version: str
+    reward: str  # the reward it was trained with, which its backtest computes
+    gate: EntryGate | None
+
+
+def checkpoint_policy(path: Path, simulations: int = 25) -> CheckpointAgent:
     """The agent of a checkpoint (a checkpoint directory, or a root meaning its best, else latest)."""
     which = "best" if read_pointer(path, "best") else "latest"
     resolved = resolve_checkpoint(path, which) if not (path / MANIFEST_FILE).exists() else path
     loaded = load_checkpoint(resolved)
     fns = make_model_functions(loaded.model, "auto")
-    return SearchPolicy(fns, SearchConfig(num_simulations=simulations)), loaded.manifest.version
+    gate = EntryGate.from_manifest(loaded.manifest.serving)
+    config = SearchConfig(num_simulations=simulations).gated(gate)
+    return CheckpointAgent(SearchPolicy(fns, config), loaded.manifest.version, loaded.manifest.reward, gate)
 
 
 def session_starts(
@@ -102,13 +115,15 @@ def run_evaluate(
             names += [*BASELINES, *(["oracle"] if has_regimes else [])]
         for name in dict.fromkeys(names):
             policies[name] = make_policy(name, store, instrument, dataset.bars.ts, seed)
-    version = None
+    agent = None
     if checkpoint is not None:
-        policy, version = checkpoint_policy(checkpoint)
+        agent = checkpoint_policy(checkpoint)
         policy_name = "muzero"
-        policies = {policy_name: policy, **policies}
+        policies = {policy_name: agent.policy, **policies}
+    version = agent.version if agent else None
     market = MarketData(instrument, dataset.bars.ts, dataset.bars.close, dataset.features)
-    env_config = EnvConfig(spread_pips=spread_pips)
+    # A checkpoint's backtest computes the reward it was trained with (trades and P&L are the same).
+    env_config = EnvConfig(spread_pips=spread_pips, reward=agent.reward if agent else "equity")
     results = {name: evaluate_policy(market, starts, p, env_config) for name, p in policies.items()}
     result = results[policy_name]
     if trades_csv is not None:
@@ -123,6 +138,8 @@ def run_evaluate(
         **({"end": end.isoformat()} if end else {}),
         "policy": policy_name,
         **({"checkpoint": version} if version else {}),
+        **({"entry_gate": agent.gate.model_dump() if agent.gate else None} if agent else {}),
+        "reward": env_config.reward,
         "spread_pips": spread_pips,
         **result.metrics.model_dump(),
     }

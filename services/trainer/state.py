@@ -43,7 +43,8 @@ class Counters:
     episodes: int = 0
     updates: int = 0
     bar_steps: int = 0
-    best_expectancy: float | None = None
+    # The best checkpoint's validation pips per session as served (the entry gate applied).
+    best_score: float | None = None
     best_version: str | None = None
 
 
@@ -87,4 +88,6 @@ def restore_trainer_state(data: bytes, rng: np.random.Generator) -> tuple[Counte
     payload = json.loads(data)
     rng.bit_generator.state = payload["numpy_rng"]
     torch.set_rng_state(torch.tensor(payload["torch_rng"], dtype=torch.uint8))
-    return Counters(**payload["counters"]), payload["optimizer"]
+    # Checkpoints before the entry gate ranked by expectancy; that number is not a score of this kind.
+    counters = {k: v for k, v in payload["counters"].items() if k != "best_expectancy"}
+    return Counters(**counters), payload["optimizer"]

@@ -36,7 +36,7 @@ from services.trainer.state import (
     trainer_state_json,
 )
 from shared.env import MarketData
-from shared.evaluation import evaluate_policy
+from shared.metrics import validation_metrics
 from shared.model.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -48,13 +48,13 @@ from shared.model.checkpoint import (
 from shared.model.config import ModelConfig
 from shared.model.inference import make_model_functions
 from shared.model.networks import MuZeroNetwork
-from shared.policies import SearchPolicy
 from shared.replay import ReplayBuffer
 from shared.search import SearchConfig
 from shared.sessions import tile_sessions
 from shared.store import Store
 from shared.training.batch import make_batch
 from shared.training.config import TrainingConfig
+from shared.training.gate import GateChoice, choose_gate
 from shared.training.learner import Learner, LossParts, zero_output_heads
 from shared.training.selfplay import SelfPlayRound, play_round
 
@@ -116,8 +116,9 @@ def resume_or_start(
     return run
 
 
-def save(run: TrainingRun, metrics: dict[str, float], validation_pnl: np.ndarray) -> Path:
+def save(run: TrainingRun, metrics: dict[str, float], choice: GateChoice) -> Path:
     optimizer_bytes, optimizer_meta = optimizer_to_files(run.learner.optimizer)
+    validation_pnl = choice.result.trades.pnl_pips
     path = save_checkpoint(
         run.settings.out,
         run.model,
@@ -130,10 +131,29 @@ def save(run: TrainingRun, metrics: dict[str, float], validation_pnl: np.ndarray
             REPLAY_FILE: run.replay.to_bytes(),
             VALIDATION_TRADES: "\n".join(["pnl_pips", *(f"{p:.6f}" for p in validation_pnl)]).encode(),
         },
+        training=training_record(run),
+        serving=choice.manifest_entry(),
     )
     write_pointer(run.settings.out, "latest", path.name)
     _retain(run.settings.out)
     return path
+
+
+def training_record(run: TrainingRun) -> dict[str, object]:
+    """The manifest's ``training`` section: every training setting and what the run was trained on."""
+    settings = run.settings
+    return {
+        **run.config.model_dump(mode="json"),
+        "instrument": settings.instrument,
+        "sessions_per_round": settings.sessions_per_round,
+        "updates_per_round": settings.updates_per_round,
+        "workers": settings.workers,
+        "seed": settings.seed,
+        "validation_sessions": settings.validation_sessions,
+        "min_validation_trades": settings.min_validation_trades,
+        "episodes": run.counters.episodes,
+        "updates": run.counters.updates,
+    }
 
 
 def _retain(root: Path) -> None:
@@ -145,23 +165,21 @@ def _retain(root: Path) -> None:
             shutil.rmtree(root / manifest.version, ignore_errors=True)
 
 
-def validate(run: TrainingRun, market: MarketData, starts: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+def validate(run: TrainingRun, market: MarketData, starts: np.ndarray) -> tuple[dict[str, float], GateChoice]:
+    """The serving search on the validation sessions, with the entry gate it earns (shared.training.gate):
+    the metrics are those of the agent as it will be served."""
     run.model.eval()
-    policy = SearchPolicy(
+    choice = choose_gate(
         make_model_functions(run.model, "auto", threads=run.settings.threads),
+        market,
+        starts,
         SearchConfig(num_simulations=run.config.validation_simulations),
+        run.settings.min_validation_trades,
+        env_config=run.config.env_config(),
     )
-    result = evaluate_policy(market, starts, policy)
-    m = result.metrics
-    shares = m.action_distribution
-    return {
-        "validation_expectancy_pips": m.expectancy_pips,
-        "validation_win_rate": m.win_rate,
-        "validation_sqn": m.sqn,
-        "validation_trades": float(m.trades),
-        "validation_max_action_share": max(shares.values()),
-        **{f"validation_share_{k.lower()}": v for k, v in shares.items()},
-    }, result.trades.pnl_pips
+    metrics = validation_metrics(choice.metrics)
+    metrics["validation_entry_margin"] = choice.gate.margin if choice.gate.allow_entries else -1.0
+    return metrics, choice
 
 
 class _Trainer:
@@ -256,27 +274,37 @@ class _Trainer:
     def validate_and_save(self) -> None:
         run, settings = self.run, self.run.settings
         self.last_validated = run.counters.episodes
-        metrics, validation_pnl = validate(run, self.market, self.validation_starts)
+        metrics, choice = validate(run, self.market, self.validation_starts)
         self.metrics = metrics
         self.metrics_out.record_validation(metrics)
-        good = metrics["validation_trades"] >= settings.min_validation_trades
-        best = run.counters.best_expectancy
-        is_best = good and (best is None or metrics["validation_expectancy_pips"] > best)
+        # Best = most validation pips per session as served (the gate applied); a closed gate scores 0,
+        # so any checkpoint with an edge beats every one without, and among those the latest wins.
+        score = choice.metrics.pips_per_session
+        best = run.counters.best_score
+        is_best = best is None or score > best or (score == best == 0.0)
         if is_best:
-            run.counters.best_expectancy = metrics["validation_expectancy_pips"]
+            run.counters.best_score = score
         # The saved counters already know whether this one is best.
-        path = save(run, metrics, validation_pnl)
+        path = save(run, metrics, choice)
         if is_best:
             run.counters.best_version = path.name
             write_pointer(settings.out, "best", path.name)
         append_history(
             settings.out,
-            {"kind": "validation", "episodes": run.counters.episodes, "version": path.name, **metrics},
+            {
+                "kind": "validation",
+                "episodes": run.counters.episodes,
+                "updates": run.counters.updates,
+                "version": path.name,
+                **metrics,
+            },
         )
+        m = choice.metrics
+        gate = f"entry margin {choice.gate.margin:g}" if choice.gate.allow_entries else "no edge: gate closed"
         self.console.print(
-            f"validation: expectancy {metrics['validation_expectancy_pips']:.2f} pips over "
-            f"{int(metrics['validation_trades'])} trades, max action share "
-            f"{metrics['validation_max_action_share']:.0%}; saved {path.name}"
+            f"validation: {m.expectancy_pips:+.2f} pips/trade (95% CI {m.expectancy_ci95[0]:+.2f} "
+            f"{m.expectancy_ci95[1]:+.2f}) over {m.trades} trades, {m.pips_per_session:+.2f} pips/session, "
+            f"{m.health}; {gate}; saved {path.name}{' (best)' if is_best else ''}"
         )
 
     def summary(self) -> dict[str, object]:

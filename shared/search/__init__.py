@@ -4,7 +4,7 @@ The search only sees the model through ``shared.model.inference.ModelFunctions``
 as DeepMind's mctx separates its search from the model functions it calls.
 """
 
-from shared.search.config import SearchConfig
+from shared.search.config import EntryGate, SearchConfig
 from shared.search.search import SearchOutput, search
 
-__all__ = ["SearchConfig", "SearchOutput", "search"]
+__all__ = ["EntryGate", "SearchConfig", "SearchOutput", "search"]

@@ -5,6 +5,21 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class EntryGate(BaseModel):
+    """How a checkpoint enters trades when served: chosen on the validation split by the trainer and
+    kept in the checkpoint's manifest (``serving.entry_gate``)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    margin: float = Field(0.0, ge=0.0)  # Q(entry) - Q(HOLD) needed to enter, in reward units
+    allow_entries: bool = True  # False: validation showed no edge, the agent holds
+
+    @classmethod
+    def from_manifest(cls, serving: dict[str, object]) -> EntryGate | None:
+        raw = serving.get("entry_gate")
+        return cls.model_validate(raw) if isinstance(raw, dict) else None
+
+
 class SearchConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -22,6 +37,18 @@ class SearchConfig(BaseModel):
     # policy being learned, with an exploratory decision every 1 / share bars instead of every bar
     # (docs/TRAINING.md, session 4).
     explore_in_position: float = Field(1.0, ge=0.0, le=1.0)
+    # The entry gate (no-edge discipline): a greedy BUY or SELL is taken only when its searched Q beats
+    # HOLD's by ``entry_margin`` (reward units); otherwise the root holds. None: no gate.
+    # ``allow_entries=False`` never enters (validation showed no edge at any margin). Serving reads
+    # both from the checkpoint's manifest (``EntryGate``); training never gates.
+    entry_margin: float | None = None
+    allow_entries: bool = True
+
+    def gated(self, gate: EntryGate | None) -> SearchConfig:
+        """This config with ``gate`` applied (None leaves it ungated)."""
+        if gate is None:
+            return self
+        return self.model_copy(update={"entry_margin": gate.margin, "allow_entries": gate.allow_entries})
 
     @classmethod
     def serving(cls) -> SearchConfig:

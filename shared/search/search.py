@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shared.reward import N_ACTIONS, legal_actions
+from shared.reward import N_ACTIONS, Action, legal_actions
 from shared.schema import N_MARKET, OUTCOMES
 from shared.search import kernels
 from shared.search.config import SearchConfig
@@ -32,6 +32,7 @@ class SearchOutput:
     visit_counts: np.ndarray  # (B, A) int32 root visits per action (sum = num_simulations)
     visit_policy: np.ndarray  # (B, A) float32 visit distribution (the policy target)
     root_value: np.ndarray  # (B,) float32 mean backed-up value at the root
+    root_q: np.ndarray  # (B, A) float32 searched Q of each root action (NaN where never visited)
     outcome_probs: np.ndarray  # (B, 3) float32 outcome probabilities of the chosen action
     tree: Tree
 
@@ -183,14 +184,40 @@ def search(
         chosen = np.where(explore, chosen, greedy)
     rows = np.arange(batch)
     policy = (visits / visits.sum(axis=1, keepdims=True)).astype(np.float32)
+    root_value = (tree.node_value_sum[:, 0] / tree.node_visits[:, 0]).astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.where(visits > 0, tree.chance_value_sum[:, 0, :] / visits, np.nan).astype(np.float32)
+    if config.entry_margin is not None or not config.allow_entries:
+        chosen = gate_entries(chosen, q, root_value, config.entry_margin or 0.0, config.allow_entries)
     return SearchOutput(
         action=chosen,
         visit_counts=visits,
         visit_policy=policy,
-        root_value=(tree.node_value_sum[:, 0] / tree.node_visits[:, 0]).astype(np.float32),
+        root_value=root_value,
+        root_q=q,
         outcome_probs=tree.chance_probs[rows, 0, chosen].copy(),
         tree=tree,
     )
+
+
+def gate_entries(
+    chosen: np.ndarray,
+    q: np.ndarray,
+    root_value: np.ndarray,
+    margin: float | np.ndarray,
+    allow_entries: bool | np.ndarray = True,
+) -> np.ndarray:
+    """HOLD instead of a BUY or SELL whose searched Q does not beat HOLD's by ``margin`` (reward
+    units), and instead of any entry where ``allow_entries`` is off. Both may be given per root. A HOLD
+    the search never visited counts at the root's value."""
+    entering = (chosen == Action.BUY) | (chosen == Action.SELL)
+    if not entering.any():
+        return chosen
+    rows = np.arange(len(chosen))
+    q_hold = np.where(np.isnan(q[:, Action.HOLD]), root_value, q[:, Action.HOLD])
+    enough = q[rows, chosen] - q_hold >= margin
+    blocked = entering & ~(enough & allow_entries)
+    return np.where(blocked, int(Action.HOLD), chosen).astype(np.int64)
 
 
 def _add_dirichlet_noise(

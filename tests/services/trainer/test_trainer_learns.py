@@ -2,9 +2,9 @@
 and beats the random baseline by a wide margin.
 
 The run is short (a smaller network, under three minutes on two cores) and seeded, uses the recipe
-of the 30-minute acceptance run (docs/TRAINING.md, session 4: the pips reward, no policy loss,
-exploration of entries with greedy position management), and the result is measured on the test
-split, which training never sees, with the same evaluation as the baselines.
+that ``smz train`` uses by default (docs/TRAINING.md: the equity reward, no policy loss, exploration
+of entries with greedy position management), and the result is measured on the test split, which
+training never sees, with the same evaluation as the baselines, the entry gate applied.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from services.jobs.features import run_features
 from services.jobs.synth import run_synth
 from services.trainer.settings import TrainerSettings
 from services.trainer.worker import run_training
+from shared.model.checkpoint import read_manifest, resolve_checkpoint
 from shared.model.config import ModelConfig
 from shared.training.config import TrainingConfig
 
@@ -58,6 +59,12 @@ def test_ci_sized_run_earns_and_beats_random(tmp_path: Path) -> None:
         f"{agent['expectancy_pips']:+.2f} pips over {agent['trades']} trades, random "
         f"{random['expectancy_pips']:+.2f} over {random['trades']}"
     )
+    # The manifest says how it was trained, and validation showed an edge, so the entry gate is open.
+    manifest = read_manifest(resolve_checkpoint(out, "best"))
+    assert manifest.reward == "equity" and manifest.training["policy_weight"] == 0.0
+    assert manifest.training["updates_per_round"] == 400 and manifest.training["instrument"] == "SYNTHJPY"
+    assert agent["entry_gate"]["allow_entries"] is True and agent["reward"] == "equity"
+    assert agent["health"] == "healthy" and agent["expectancy_ci95"][0] > 0, agent
     assert agent["trades"] >= 20, agent
     assert agent["expectancy_pips"] > MIN_EXPECTANCY_PIPS, agent
     assert agent["expectancy_pips"] > random["expectancy_pips"] + MARGIN_PIPS, (agent, random)

@@ -15,8 +15,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.position import ClosedTrade
-from shared.reward import N_ACTIONS
+from shared.position import PIPS_PER_REWARD, ClosedTrade
+from shared.reward import DEFAULT_REWARD, N_ACTIONS, reward_name
 from shared.schema import N_FEATURES, N_MARKET, SCHEMA_HASH, WINDOW
 
 WINDOWS_STREAM = "smz:windows"
@@ -88,6 +88,13 @@ class DecisionRequest(BaseModel):
         return value
 
 
+RewardName = Literal["equity", "amddp1"]
+
+
+def _reward_name(value: object) -> object:
+    return reward_name(value) if isinstance(value, str) else value
+
+
 class Decision(BaseModel):
     instrument: str
     action: int = Field(ge=0, lt=N_ACTIONS)
@@ -97,6 +104,9 @@ class Decision(BaseModel):
     outcome_probabilities: list[float]  # (UP, NEUTRAL, DOWN) after the chosen action
     model_version: str
     search_ms: float
+    # The reward the model was trained with (its manifest's), which the gateway computes for its orders.
+    reward: RewardName = DEFAULT_REWARD
+    pips_per_reward: float = PIPS_PER_REWARD
 
 
 class WindowMessage(BaseModel):
@@ -148,6 +158,12 @@ class OrderRequest(BaseModel):
     last_bar: bool = False
     model_version: str = ""
     published_at: float = 0.0
+    # The reward the gateway computes (the one the model was trained with: ``shared.reward``; earlier
+    # names accepted) and the equity reward's scale, as in the model's training configuration.
+    reward: RewardName = DEFAULT_REWARD
+    pips_per_reward: float = Field(PIPS_PER_REWARD, gt=0, allow_inf_nan=False)
+
+    _reward = field_validator("reward", mode="before")(_reward_name)
 
     @field_validator("close")
     @classmethod
@@ -156,14 +172,39 @@ class OrderRequest(BaseModel):
             raise ValueError(f"close must be a finite positive price, got {value}")
         return value
 
+    @model_validator(mode="after")
+    def _decision_step(self) -> OrderRequest:
+        if self.kind == "decision" and self.step < 0:
+            raise ValueError(f"a decision's step is its bar's step in the session (>= 0), got {self.step}")
+        return self
+
+
+class SettledReward(BaseModel):
+    """The reward of an earlier decision (the order of bar ``bar_ts``), known only now."""
+
+    bar_ts: int
+    reward: float
+
 
 class OrderResult(BaseModel):
+    """What the gateway did with an order.
+
+    Rewards: ``reward`` is this bar's decision reward (the order's ``reward`` kind, as the backtest's
+    environment pays it) when it is known already, else null: an equity reward whose position stays
+    open is the change of equity up to the NEXT bar's mark, and a session break decides nothing.
+    ``settled`` lists the rewards of earlier decisions this order completed (the pending equity reward
+    of the previous bar's decision, settled by this bar's mark or forced close): zero or one entry.
+    Each decision's reward is therefore reported exactly once, here or in a later order's ``settled``;
+    ``GET /v1/rewards`` lists them per decision. A decision the broker refused did nothing: reward 0.
+    """
+
     idempotency_key: str
     status: Literal["filled", "held", "refused"]  # held: a HOLD changed nothing
     action: int
     valid: bool
     reason: str = ""
-    reward: float = 0.0
+    reward: float | None = None
+    settled: list[SettledReward] = Field(default_factory=list)
     trade: ClosedTrade | None = None
     position_side: int = 0
     duplicate: bool = False  # the key was seen before: this is the first result, replayed

@@ -34,6 +34,8 @@ class PositionView(BaseModel):
     session_id: str
     model_version: str  # of the model that opened the position
     broker_entry_price: float | None
+    # The last decision's (equity) reward waits for the next bar's mark: that decision's bar, else None.
+    reward_pending_bar_ts: int | None = None
 
 
 class TradeView(BaseModel):
@@ -53,6 +55,17 @@ class TradeView(BaseModel):
     broker_entry_price: float | None
     broker_exit_price: float | None
     broker_trade_id: str | None
+
+
+class RewardView(BaseModel):
+    """The reward of one decision, once known (``shared.wire.OrderResult`` says when)."""
+
+    account: str
+    instrument: str
+    bar_ts: int  # the decision's bar
+    reward: float
+    reward_kind: Literal["equity", "amddp1"]
+    settled_by: str  # idempotency key of the order that settled it (the decision's own, or the next bar's)
 
 
 class HaltRequest(BaseModel):
@@ -93,6 +106,7 @@ def _position_view(record: PositionRecord) -> PositionView:
         session_id=record.session_id,
         model_version=record.entry_model_version,
         broker_entry_price=record.broker_entry_price,
+        reward_pending_bar_ts=s.pending_ts if s.reward_pending else None,
     )
 
 
@@ -193,6 +207,15 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
     ) -> list[TradeView]:
         """The last ``limit`` closed trades, oldest first."""
         return [TradeView(**row) for row in gateway.ledger.trades(instrument, account, limit)]
+
+    @app.get("/v1/rewards", response_model=list[RewardView], dependencies=auth, responses=_UNAUTHORIZED)
+    def rewards(
+        instrument: str | None = None,
+        account: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+    ) -> list[RewardView]:
+        """The rewards of the last ``limit`` decisions whose reward is known, oldest first."""
+        return [RewardView(**row) for row in gateway.ledger.rewards(instrument, account, limit)]
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -1,10 +1,12 @@
 """Order processing: one bar's order through the risk checks, the position state machine, the broker,
 the ledger and Redis, serialised per (account, instrument).
 
-The trading arithmetic is ``shared.position.PositionState``'s alone (the backtest's, bit for bit). An
-order is planned on copies of the state; the broker executes what the plan says; only then is the new
-state committed (ledger first, then memory, then Redis). A broker refusal therefore leaves the position
-as it was.
+The trading arithmetic is ``shared.position.PositionState``'s alone (the backtest's, bit for bit),
+rewards included: the order names the reward (the served model's), and the result reports this
+decision's reward when it is known and the earlier decision's reward this bar's mark settled
+(``shared.wire.OrderResult``). An order is planned on copies of the state; the broker executes what the
+plan says; only then is the new state committed (ledger first, then memory, then Redis). A broker
+refusal therefore leaves the position as it was.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from services.broker_gateway.risk import DAY_SECONDS, RiskLimits, RiskRefusal
 from services.broker_gateway.settings import GatewaySettings
 from shared.env import EXIT_SESSION_END
 from shared.instruments import pip_size
-from shared.position import EXIT_SESSION_BREAK, ClosedTrade, PositionState
+from shared.position import EXIT_SESSION_BREAK, ClosedTrade, PositionState, Settlement
 from shared.reward import ACTIONS, Action
-from shared.wire import OrderRequest, OrderResult, position_key
+from shared.wire import OrderRequest, OrderResult, SettledReward, position_key
 
 logger = logging.getLogger(__name__)
 
@@ -229,10 +231,18 @@ class Gateway:
         work.last_bar_ts = req.bar_ts
         trades: list[TradeRecord] = []
         fills: list[FillRecord] = []
+        settled: list[Settlement] = []  # earlier decisions' rewards this order completed
+        decision = req.kind == "decision"
 
         def result(
-            status: str, reason: str, state: PositionState, reward: float = 0.0, valid: bool = True
+            status: str,
+            reason: str,
+            state: PositionState,
+            reward: float | None = None,
+            valid: bool = True,
+            now_settled: Settlement | None = None,
         ) -> OrderResult:
+            done = [*settled, now_settled] if now_settled is not None else settled
             return OrderResult(
                 idempotency_key=key,
                 status=status,  # type: ignore[arg-type]
@@ -240,16 +250,20 @@ class Gateway:
                 valid=valid,
                 reason=reason,
                 reward=reward,
+                settled=[SettledReward(bar_ts=s.ts, reward=s.reward) for s in done],
                 trade=trades[-1].trade if trades else None,
                 position_side=state.side,
             )
 
         def refused(reason: str, base: PositionRecord) -> _Plan:
-            # Nothing (more) executed at the broker: the position stays as ``base``.
+            # Nothing (more) executed at the broker: the position stays as ``base`` (not even marked, so
+            # a pending reward stays pending); the refused decision did nothing and earns 0.
             self.metrics.broker_errors.inc()
             logger.error("%s/%s order %s refused: %s", req.account, req.instrument, key, reason)
             base.last_bar_ts = req.bar_ts
-            return _Plan(base, result("refused", reason, base.state), trades, fills)
+            return _Plan(
+                base, result("refused", reason, base.state, 0.0 if decision else None), trades, fills
+            )
 
         if req.kind == "session_break":
             if not work.state.side:
@@ -257,7 +271,7 @@ class Gateway:
                     work, result("held", "session break: no open position", work.state), trades, fills
                 )
             try:
-                self._forced_close(req, work, EXIT_SESSION_BREAK, key, trades, fills)
+                self._forced_close(req, work, EXIT_SESSION_BREAK, key, trades, fills, settled)
             except BrokerError as exc:
                 return refused(f"session-break close refused by the broker: {exc}", current.copy())
             return _Plan(work, result("filled", "position closed: session break", work.state), trades, fills)
@@ -275,7 +289,7 @@ class Gateway:
                 )
                 try:
                     self._forced_close(
-                        req, work, EXIT_SESSION_BREAK, f"{key}:{EXIT_SESSION_BREAK}", trades, fills
+                        req, work, EXIT_SESSION_BREAK, f"{key}:{EXIT_SESSION_BREAK}", trades, fills, settled
                     )
                 except BrokerError as exc:
                     return refused(
@@ -295,9 +309,10 @@ class Gateway:
             if risk is not None:
                 action = Action.HOLD  # the state machine sees a HOLD; the order is refused
         marked = replace(work.state)
-        marked.mark(req.close, req.step)
+        marked.mark(req.close, req.step)  # settles the previous decision's pending reward, if any
         state = replace(marked)
-        outcome = state.apply(action, req.close, req.step, req.bar_ts, req.last_bar)
+        rewarding = (req.reward, req.pips_per_reward)
+        outcome = state.apply(action, req.close, req.step, req.bar_ts, req.last_bar, *rewarding)
 
         opening = action in _ENTRIES and outcome.valid
         closing = action == Action.CLOSE and outcome.valid
@@ -324,11 +339,12 @@ class Gateway:
             # closed at the next session's start), exactly as the broker holds it.
             self.metrics.broker_errors.inc()
             state = replace(marked)
-            outcome = state.apply(action, req.close, req.step, req.bar_ts, False)
+            outcome = state.apply(action, req.close, req.step, req.bar_ts, False, *rewarding)
             work.state = state
             reason = f"{name} filled, but the broker refused the session-end close ({exc}); position open"
             logger.error("%s/%s order %s: %s", req.account, req.instrument, key, reason)
-            return _Plan(work, result("filled", reason, state, outcome.reward), trades, fills)
+            plan = result("filled", reason, state, outcome.reward, now_settled=outcome.settled)
+            return _Plan(work, plan, trades, fills)
         work.state = state
         if not state.side:
             work.entry_model_version, work.broker_entry_price, work.broker_trade_id = "", None, ""
@@ -348,7 +364,8 @@ class Gateway:
             status, reason = "held", ""
         if session_end and (opening or status == "refused"):
             reason += "; position closed at the session end"
-        return _Plan(work, result(status, reason, state, outcome.reward, outcome.valid), trades, fills)
+        plan = result(status, reason, state, outcome.reward, outcome.valid, outcome.settled)
+        return _Plan(work, plan, trades, fills)
 
     @staticmethod
     def _describe(instrument: str, state: PositionState) -> str:
@@ -367,14 +384,19 @@ class Gateway:
         client_id: str,
         trades: list[TradeRecord],
         fills: list[FillRecord],
+        settled: list[Settlement],
     ) -> None:
-        """Close ``work``'s position at the bar's close outside a decision (session break)."""
+        """Close ``work``'s position at the bar's close outside a decision (session break); the mark
+        of that close settles the last decision's pending reward (added to ``settled``)."""
         state = replace(work.state)
         # The state's own step bookkeeping: the bar after its last mark.
         trade = state.close(req.close, state.marked_step + 1, req.bar_ts, reason)
         fill = self._call_broker("close", req, client_id, trade.side)
         fills.append(FillRecord(client_id, "close", trade.side, req.close, fill))
         trades.append(self._trade_record(work, trade, fill))
+        done = state.take_settled()
+        if done is not None:
+            settled.append(done)
         work.state = state
         work.entry_model_version, work.broker_entry_price, work.broker_trade_id = "", None, ""
 

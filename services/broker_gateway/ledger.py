@@ -75,8 +75,17 @@ CREATE TABLE IF NOT EXISTS positions (
 CREATE TABLE IF NOT EXISTS controls (
     name VARCHAR PRIMARY KEY, value JSON NOT NULL, updated_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rewards (   -- one row per decision, written once its reward is known
+    account VARCHAR NOT NULL, instrument VARCHAR NOT NULL,
+    bar_ts TIMESTAMP NOT NULL,          -- the decision's bar
+    reward DOUBLE NOT NULL, reward_kind VARCHAR NOT NULL,
+    idempotency_key VARCHAR NOT NULL,   -- the order that settled it: the decision's own or a later one
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (account, instrument, bar_ts)
+);
 """
 
+REWARD_COLUMNS = ("account", "instrument", "bar_ts", "reward", "reward_kind", "settled_by")
 TRADE_COLUMNS = (
     *TRADE_LOG_FIELDS,
     "model_version",
@@ -198,7 +207,8 @@ class Ledger:
         broker: str,
         now: float,
     ) -> None:
-        """Write one processed order: the order, its fills and trades, and the position after it."""
+        """Write one processed order: the order, its fills and trades, the rewards it settled (this
+        decision's, if known, and earlier ones') and the position after it."""
         now_s = int(now)
         first = fills[0].fill if fills else None
         with self._transaction() as con:
@@ -269,6 +279,24 @@ class Ledger:
                         t.broker_entry_price,
                         t.broker_exit_price,
                         t.broker_trade_id,
+                    ],
+                )
+            # This decision's reward in the order's kind; a settled earlier one is an equity reward (the
+            # only one that waits for the next bar).
+            rewards = [(s.bar_ts, s.reward, "equity") for s in result.settled]
+            if request.kind == "decision" and result.reward is not None:
+                rewards.append((request.bar_ts, result.reward, request.reward))
+            for bar_ts, reward, kind in rewards:
+                con.execute(
+                    f"INSERT INTO rewards VALUES (?, ?, {_TS}, ?, ?, ?, {_TS})",
+                    [
+                        request.account,
+                        request.instrument,
+                        bar_ts,
+                        reward,
+                        kind,
+                        request.idempotency_key,
+                        now_s,
                     ],
                 )
             # UPDATE, and INSERT only the first time: DuckDB's INSERT OR REPLACE deletes and re-inserts
@@ -346,6 +374,28 @@ class Ledger:
             row["side"] = "long" if row["side"] > 0 else "short"
             row["entry_ts"], row["exit_ts"] = int(row["entry_ts"]), int(row["exit_ts"])
             out.append(row)
+        return out
+
+    def rewards(
+        self, instrument: str | None = None, account: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The last ``limit`` settled decision rewards (optionally of one instrument / account), in bar
+        order (per account and instrument)."""
+        where, params = [], []
+        for column, value in (("instrument", instrument), ("account", account)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = (
+            f"SELECT account, instrument, {_epoch('bar_ts')}, reward, reward_kind, idempotency_key "
+            "FROM rewards"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY bar_ts DESC, account DESC, instrument DESC LIMIT ?"
+        )
+        rows = self._fetch(sql, [*params, limit])
+        out = [dict(zip(REWARD_COLUMNS, r, strict=True)) for r in reversed(rows)]
+        for row in out:
+            row["bar_ts"] = int(row["bar_ts"])
         return out
 
     def trade_pnls(self) -> list[tuple[str, int, float]]:

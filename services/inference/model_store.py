@@ -8,6 +8,10 @@ into model functions and warmed up with one search on a flat window (which also 
 outputs are finite). Only then is it swapped in: one reference assignment under a lock, so a search
 that already took the old model finishes on it.
 
+The served model's reward (``manifest.reward`` and the equity reward's ``pips_per_reward`` of its
+training settings) goes with every decision, so that the broker gateway computes the reward the model
+was trained with.
+
 A checkpoint that fails any of this is refused: logged, counted
 (``smz_inference_model_load_failures_total``) and remembered, so it is not retried until the target
 changes (another version, or the same version's manifest rewritten). The old model keeps serving.
@@ -16,6 +20,7 @@ changes (another version, or the same version's manifest rewritten). The old mod
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +41,7 @@ from shared.model.checkpoint import (
 )
 from shared.model.config import ModelConfig
 from shared.model.inference import ModelFunctions, make_model_functions
+from shared.position import PIPS_PER_REWARD
 from shared.schema import N_FEATURES, WINDOW
 from shared.search import search
 
@@ -57,6 +63,16 @@ class ServingModel:
     functions: tuple[ModelFunctions, ...]
     loaded_at: float  # epoch seconds
 
+    @property
+    def reward(self) -> str:
+        """The reward the model was trained with (``shared.reward``), which its orders carry."""
+        return self.manifest.reward
+
+    @property
+    def pips_per_reward(self) -> float:
+        """The scale of its equity reward (its training setting; the environment's default if absent)."""
+        return _pips_per_reward(self.manifest)
+
     def describe(self) -> dict[str, Any]:
         return {
             "version": self.version,
@@ -69,6 +85,9 @@ class ServingModel:
             "parameter_count": self.manifest.parameter_count,
             "metrics": self.manifest.metrics,
             "config": self.config.model_dump(mode="json"),
+            "reward": self.reward,
+            "pips_per_reward": self.pips_per_reward,
+            "training": self.manifest.training,
         }
 
 
@@ -191,6 +210,7 @@ class ModelStore:
                 f"{path / MANIFEST_FILE} says version {loaded.manifest.version!r}, its directory is "
                 f"{version!r}; the checkpoint was moved or renamed, save it again"
             )
+        _check_reward(loaded.manifest, path)
         functions = tuple(
             make_model_functions(loaded.model, BACKEND, threads=self.settings.threads)
             for _ in range(self.settings.search_workers)
@@ -234,6 +254,21 @@ def _manifest_stat(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_mtime_ns, stat.st_size
+
+
+def _pips_per_reward(manifest: CheckpointManifest) -> float:
+    return float(manifest.training.get("pips_per_reward", PIPS_PER_REWARD))
+
+
+def _check_reward(manifest: CheckpointManifest, path: Path) -> None:
+    """Refuse a checkpoint whose reward the gateway could not compute."""
+    try:
+        reward, scale = manifest.reward, _pips_per_reward(manifest)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path / MANIFEST_FILE}: training reward settings unusable: {exc}") from exc
+    if not (math.isfinite(scale) and scale > 0):
+        raise CheckpointError(f"{path / MANIFEST_FILE}: pips_per_reward {scale} is not a positive number")
+    log.debug("%s was trained with the %s reward (%g pips per unit)", path, reward, scale)
 
 
 def _warm_up(functions: ModelFunctions, settings: InferenceSettings, path: Path) -> None:

@@ -5,7 +5,8 @@ It reads ``windows_stream`` in consumer group ``group`` (created with MKSTREAM a
 
 - ``kind="window"``: searched through the batcher (so the windows of many instruments share one
   search), then ``POST {gateway_url}/v1/orders`` with an ``OrderRequest`` whose idempotency key is
-  ``idempotency_key(account, instrument, bar_ts)``;
+  ``idempotency_key(account, instrument, bar_ts)`` and whose ``reward`` / ``pips_per_reward`` are
+  those the deciding model was trained with (its manifest's), the reward the gateway computes;
 - ``kind="session_break"``: an ``OrderRequest`` with ``kind="session_break"``, ``action=3`` (CLOSE),
   no search.
 
@@ -295,12 +296,21 @@ class StreamWorker:
         if item.window is not None:
             decision = self._decision(item)
             self.metrics.decision(message.instrument, decision.action, "stream")
+            # The gateway computes the reward the deciding model was trained with.
             order = item.order.model_copy(
-                update={"action": decision.action, "model_version": decision.model_version}
+                update={
+                    "action": decision.action,
+                    "model_version": decision.model_version,
+                    "reward": decision.reward,
+                    "pips_per_reward": decision.pips_per_reward,
+                }
             )
         else:
             current = self.store.current()
-            order = item.order.model_copy(update={"model_version": current.version if current else ""})
+            update: dict[str, Any] = {"model_version": current.version if current else ""}
+            if current is not None:
+                update |= {"reward": current.reward, "pips_per_reward": current.pips_per_reward}
+            order = item.order.model_copy(update=update)
         self._send(item.entry_id, order)
         self._ack(item.entry_id)
 

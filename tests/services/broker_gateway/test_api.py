@@ -38,6 +38,7 @@ PROTECTED = [
     ("GET", "/v1/halt", None),
     ("GET", "/v1/positions", None),
     ("GET", "/v1/trades", None),
+    ("GET", "/v1/rewards", None),
 ]
 
 

@@ -215,7 +215,7 @@ def test_an_entry_on_the_last_bar_opens_and_closes_at_the_broker(
 ) -> None:
     halted = {"errorCode": "MARKET_HALTED", "errorMessage": "The market is halted"}
     with open_gateway(make_settings(), broker_for(oanda_stub)) as gw:
-        res = gw.order("last", T0, 150.00, BUY, step=359, last_bar=True)
+        res = gw.order("last", T0, 150.00, BUY, step=359, last_bar=True, reward="amddp1")
         assert res["status"] == "filled" and res["position_side"] == 0
         trade = res["trade"]
         assert (trade["exit_reason"], trade["bars_held"], trade["pnl_pips"]) == ("session_end", 0, -4.0)
@@ -229,11 +229,15 @@ def test_an_entry_on_the_last_bar_opens_and_closes_at_the_broker(
         oanda_stub.fail_next["PUT"] = (400, halted)
         res = gw.order("last2", T0 + 60, 150.00, SELL, session_id="s2", step=359, last_bar=True)
         assert res["status"] == "filled" and res["position_side"] == -1 and res["trade"] is None
-        assert "refused the session-end close" in res["reason"] and res["reward"] == 1.0
+        # No close happened: the equity reward of the open position waits for its next mark.
+        assert "refused the session-end close" in res["reason"] and res["reward"] is None
         assert gw.position()["side"] == -1 and oanda_stub.units["GBP_JPY"] == -1
         res = gw.order("next", T0 + 120, 149.90, HOLD, session_id="s3", step=0)
         assert res["trade"]["exit_reason"] == "session_break" and res["trade"]["pnl_pips"] == pytest.approx(
             6.0
         )
         assert res["position_side"] == 0 and oanda_stub.units["GBP_JPY"] == 0
+        # That close settles the SELL's reward: from flat to +6 pips; the HOLD, flat, earns 0.
+        assert res["settled"] == [{"bar_ts": T0 + 60, "reward": pytest.approx(0.6)}]
+        assert res["reward"] == 0.0
         assert oanda_stub.requests[-1].body["shortClientExtensions"]["id"] == "next:session_break"

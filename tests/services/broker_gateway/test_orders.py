@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict
 from typing import Any
 
@@ -18,7 +19,7 @@ from shared.bars import Bars
 from shared.dataset import build_dataset
 from shared.env import TRADE_LOG_FIELDS, EnvConfig, MarketData, TradingEnv
 from shared.position import EXIT_SESSION_BREAK, PositionState
-from shared.reward import Action
+from shared.reward import REWARDS, Action
 from shared.sessions import tile_sessions
 from shared.wire import POSITIONS_STREAM, PositionMessage, position_key
 
@@ -38,20 +39,41 @@ def log_row(instrument: str, trade: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def decision_rewards(results: list[dict[str, Any]], bars: list[int]) -> dict[int, float]:
+    """Each decision's reward by its bar, from the order results: the order's own ``reward``, or an
+    entry of a later order's ``settled``; each reported exactly once."""
+    rewards: dict[int, float] = {}
+    for bar_ts, res in zip(bars, results, strict=True):
+        for settled in res["settled"]:
+            assert settled["bar_ts"] not in rewards and settled["bar_ts"] < bar_ts
+            rewards[settled["bar_ts"]] = settled["reward"]
+        if res["reward"] is not None:
+            assert bar_ts not in rewards
+            rewards[bar_ts] = res["reward"]
+    return rewards
+
+
+@pytest.mark.parametrize("reward", REWARDS)
 def test_a_session_of_orders_reproduces_the_backtest_exactly(
-    gbpjpy_sample: Bars, make_settings: Settings, open_gateway: Any, redis_client: redis.Redis
+    gbpjpy_sample: Bars,
+    make_settings: Settings,
+    open_gateway: Any,
+    redis_client: redis.Redis,
+    reward: str,
 ) -> None:
     ds = build_dataset(gbpjpy_sample)
     market = MarketData("GBPJPY", ds.bars.ts, ds.bars.close, ds.features)
     starts = tile_sessions(np.sort(np.concatenate([ds.starts_of(s) for s in ("train", "validation")])))
     start = int(starts[3])
     # A third of a session keeps the test fast; the gateway only knows a session's end by last_bar.
-    env = TradingEnv(market, EnvConfig(session_bars=BARS, reward="amddp1"))
+    env = TradingEnv(market, EnvConfig(session_bars=BARS, reward=reward))
     env.reset(np.array([start]))
     rng = np.random.default_rng(11)
     session_id = str(int(market.ts[start]))
-    results, invalid = [], 0
-    with open_gateway(make_settings()) as gw:
+    settings = make_settings()
+    results, bars, env_rewards, invalid, restarted_at = [], [], {}, 0, None
+    with ExitStack() as running:
+        gw = running.enter_context(open_gateway(settings))
         for step in range(BARS):
             legal = env.legal_actions()[0]
             if step == BARS - 2:  # a position open at the last bar closes there
@@ -64,10 +86,11 @@ def test_a_session_of_orders_reproduces_the_backtest_exactly(
                 action = int(np.argmax(rng.random(4) * [8, 1, 1, 1.5] + legal))
             invalid += not legal[action]
             bar = start + step
+            bar_ts = int(market.ts[bar])
             out = env.step(np.array([action]))
             res = gw.order(
-                f"{gw.account}:GBPJPY:{int(market.ts[bar])}",
-                int(market.ts[bar]),
+                f"{gw.account}:GBPJPY:{bar_ts}",
+                bar_ts,
                 float(market.close[bar]),
                 action,
                 session_id=session_id,
@@ -75,8 +98,14 @@ def test_a_session_of_orders_reproduces_the_backtest_exactly(
                 last_bar=step == BARS - 1,
                 model_version="v-test",
                 published_at=time.time(),
+                reward=reward,
             )
-            assert (res["reward"], res["valid"]) == (float(out.reward[0]), bool(out.valid[0])), step
+            env_rewards[bar_ts] = float(out.reward[0])
+            assert res["valid"] == bool(out.valid[0]), step
+            # Only an equity reward with a position left open waits, for the next bar's order.
+            assert (res["reward"] is None) == (reward == "equity" and int(env.side[0]) != 0), step
+            pending = bool(results) and results[-1]["reward"] is None
+            assert [s["bar_ts"] for s in res["settled"]] == ([bars[-1]] if pending else []), step
             # The last bar's HOLD closes the position opened just before: a fill.
             filled = action != HOLD or step == BARS - 1
             assert res["status"] == ("refused" if not legal[action] else "filled" if filled else "held"), step
@@ -85,12 +114,28 @@ def test_a_session_of_orders_reproduces_the_backtest_exactly(
             message = PositionMessage.model_validate_json(
                 redis_client.get(position_key(gw.account, "GBPJPY"))
             )
-            assert message.as_of_bar_ts == int(market.ts[bar]) and message.session_id == session_id
+            assert message.as_of_bar_ts == bar_ts and message.session_id == session_id
             if step < BARS - 1:
                 marked = PositionState.from_dict(message.state).marked(float(market.close[bar + 1]), step + 1)
                 assert np.array_equal(marked.features(), out.observation[0, -1, 9:]), step
             results.append(res)
+            bars.append(bar_ts)
+            if restarted_at is None and step >= BARS // 3 and res["position_side"]:
+                # A restart between two bars with a position open: a pending reward is in the ledger.
+                running.close()
+                gw = running.enter_context(open_gateway(settings))
+                restarted_at = step
+                pending_bar = bar_ts if reward == "equity" else None
+                assert gw.position()["reward_pending_bar_ts"] == pending_bar
 
+        # Every decision's reward, bar for bar, exactly the environment's.
+        assert restarted_at is not None and env.side[0] == 0
+        assert decision_rewards(results, bars) == env_rewards
+        served = gw.get("/v1/rewards", account=gw.account, limit=1000)
+        assert [(r["bar_ts"], r["reward"], r["reward_kind"]) for r in served] == [
+            (bar_ts, r, reward) for bar_ts, r in env_rewards.items()
+        ]
+        assert gw.get("/v1/rewards", account=gw.account, limit=2) == served[-2:]
         expected = env.trade_log().rows()
         assert len(expected) >= 5 and invalid >= 3
         assert expected[-1]["exit_reason"] == "session_end"
@@ -100,8 +145,9 @@ def test_a_session_of_orders_reproduces_the_backtest_exactly(
         assert {t["model_version"] for t in served} == {"v-test"}
         pnl = sum(t["pnl_pips"] for t in expected)
         assert gw.metric("smz_gateway_realized_pnl_pips", instrument="GBPJPY") == pytest.approx(pnl)
-        assert gw.metric("smz_gateway_bar_to_order_seconds_count") == BARS
-        assert gw.position()["side"] == 0
+        # The latency histogram starts afresh with the process.
+        assert gw.metric("smz_gateway_bar_to_order_seconds_count") == BARS - restarted_at - 1
+        assert gw.position()["side"] == 0 and gw.position()["reward_pending_bar_ts"] is None
 
 
 def test_idempotency_survives_a_restart(
@@ -112,9 +158,10 @@ def test_idempotency_survives_a_restart(
         first = gw.order("k-open", T0, 150.00, BUY, model_version="v1")
         assert first["status"] == "filled" and first["position_side"] == 1 and not first["duplicate"]
         assert gw.order("k-open", T0, 150.00, BUY) == {**first, "duplicate": True}
-        gw.order("k-hold", T0 + 60, 150.07, HOLD, step=1)
+        hold = gw.order("k-hold", T0 + 60, 150.07, HOLD, step=1)
         before = gw.position()
         assert before["side"] == 1 and before["entry_price"] == 150.00
+        assert before["reward_pending_bar_ts"] == T0 + 60
         published = redis_client.xlen(settings.positions_stream)
         assert published == 2  # the duplicate published nothing
 
@@ -123,19 +170,32 @@ def test_idempotency_survives_a_restart(
         assert redis_client.xlen(settings.positions_stream) == published + 1  # restored, republished
         assert gw.order("k-open", T0, 150.00, BUY) == {**first, "duplicate": True}
         # The same key with another action is still the same bar's order: the first decision stands.
-        assert gw.order("k-hold", T0 + 60, 150.07, CLOSE, step=1)["action"] == HOLD
+        assert gw.order("k-hold", T0 + 60, 150.07, CLOSE, step=1) == {**hold, "duplicate": True}
         closed = gw.order("k-close", T0 + 120, 150.12, CLOSE, step=2)
         assert gw.order("k-close", T0 + 120, 150.12, CLOSE, step=2) == {**closed, "duplicate": True}
         assert len(gw.get("/v1/trades", account=gw.account)) == 1
+        rewards = gw.get("/v1/rewards", account=gw.account)
+        assert [(r["bar_ts"], r["settled_by"]) for r in rewards] == [
+            (T0, "k-hold"),
+            (T0 + 60, "k-close"),
+            (T0 + 120, "k-close"),
+        ]
 
-    # The same bars through the state machine directly: the restart changed nothing.
+    # The same bars through the state machine directly: the restart changed nothing, rewards included
+    # (the equity reward of the BUY and of the HOLD was settled by the next bar's order, across it).
     state = PositionState(pip=0.01)
     state.new_session()
+    outcomes = []
     for step, (close, action) in enumerate([(150.00, BUY), (150.07, HOLD), (150.12, CLOSE)]):
         state.mark(close, step)
-        outcome = state.apply(action, close, step, T0 + 60 * step, False)
+        outcomes.append(state.apply(action, close, step, T0 + 60 * step, False, "equity"))
+    outcome = outcomes[-1]
     assert outcome.trade is not None
-    assert closed["trade"] == asdict(outcome.trade) and closed["reward"] == outcome.reward
+    assert closed["trade"] == asdict(outcome.trade) and closed["reward"] == outcome.reward == 0.0
+    assert first["reward"] is None and first["settled"] == []
+    assert outcomes[1].settled is not None and outcome.settled is not None
+    assert hold["settled"] == [{"bar_ts": T0, "reward": outcomes[1].settled.reward}]
+    assert closed["settled"] == [{"bar_ts": T0 + 60, "reward": outcome.settled.reward}]
     assert closed["trade"]["pnl_pips"] == pytest.approx(8.0)
 
     with open_gateway(settings) as gw:  # the cumulative metrics come back from the ledger
@@ -165,20 +225,24 @@ def test_out_of_order_and_reused_keys_are_refused(make_settings: Settings, open_
         )
 
 
-def test_invalid_actions_are_refused_and_change_nothing(make_settings: Settings, open_gateway: Any) -> None:
+@pytest.mark.parametrize("reward", REWARDS)
+def test_invalid_actions_are_refused_and_change_nothing(
+    make_settings: Settings, open_gateway: Any, reward: str
+) -> None:
     with open_gateway(make_settings()) as gw:
-        flat_close = gw.order("k1", T0, 150.00, CLOSE)
+        flat_close = gw.order("k1", T0, 150.00, CLOSE, reward=reward)
         assert (flat_close["status"], flat_close["valid"], flat_close["reward"]) == ("refused", False, -0.5)
         assert "CLOSE refused" in flat_close["reason"] and "flat" in flat_close["reason"]
-        gw.order("k2", T0 + 60, 150.00, BUY, step=1)
+        gw.order("k2", T0 + 60, 150.00, BUY, step=1, reward=reward)
         for step, action in ((2, BUY), (3, SELL)):
-            res = gw.order(f"k{step + 1}", T0 + 60 * step, 150.05, action, step=step)
-            assert (res["status"], res["valid"], res["reward"], res["position_side"]) == (
-                "refused",
-                False,
-                -1.0,
-                1,
-            )
+            res = gw.order(f"k{step + 1}", T0 + 60 * step, 150.05, action, step=step, reward=reward)
+            assert (res["status"], res["valid"], res["position_side"]) == ("refused", False, 1)
+            if reward == "amddp1":
+                assert res["reward"] == -1.0
+            else:  # the penalty, plus the equity's change to the next bar's mark (the same close)
+                assert res["reward"] is None
+                if step == 3:
+                    assert res["settled"] == [{"bar_ts": T0 + 120, "reward": -1.0}]
             assert (
                 f"{Action(action).name} refused" in res["reason"] and "already long GBPJPY" in res["reason"]
             )
@@ -192,12 +256,17 @@ def test_validation_errors_are_422(make_settings: Settings, open_gateway: Any) -
     with open_gateway(make_settings()) as gw:
         good = {"idempotency_key": "k", "account": gw.account, "instrument": "GBPJPY", "bar_ts": T0}
         good |= {"close": 150.0, "action": 0, "session_id": "s1", "step": 0}
-        for bad in ({"action": 7}, {"close": -1.0}, {"instrument": "gbp/jpy"}, {"kind": "market"}, {"x": 1}):
+        bads = ({"action": 7}, {"close": -1.0}, {"instrument": "gbp/jpy"}, {"kind": "market"}, {"x": 1})
+        for bad in (*bads, {"reward": "sharpe"}, {"pips_per_reward": 0}):
             response = gw.post("/v1/orders", {**good, **bad})
             assert response.status_code == 422, bad
             assert response.json()["detail"][0]["loc"][:2] == ["body", next(iter(bad))]
         missing = {k: v for k, v in good.items() if k != "bar_ts"}
         assert gw.post("/v1/orders", missing).status_code == 422
+        negative = gw.post(
+            "/v1/orders", {**good, "step": -1}
+        )  # a decision's step is its bar's in the session
+        assert negative.status_code == 422 and "step" in negative.text
         assert gw.get("/v1/positions", account=gw.account) == []
 
 
@@ -206,11 +275,16 @@ def test_session_breaks_close_the_position(
 ) -> None:
     with open_gateway(make_settings()) as gw:
         gw.order("k1", T0, 150.00, BUY)
-        gw.order("k2", T0 + 60, 150.05, HOLD, step=1)
+        held = gw.order("k2", T0 + 60, 150.05, HOLD, step=1)
+        assert held["settled"] == [{"bar_ts": T0, "reward": pytest.approx(0.1)}]  # flat to +1 pip
         # A gap over 10 minutes broke the session: the position closes at the first bar after it.
         t_break = T0 + 60 + 15 * 60
         res = gw.order("k3", t_break, 149.90, kind="session_break", step=-1)
         assert res["status"] == "filled" and res["position_side"] == 0
+        # The HOLD's equity reward is settled by the close: +1 to -14 pips. A break decides nothing.
+        assert res["reward"] is None and res["settled"] == [
+            {"bar_ts": T0 + 60, "reward": pytest.approx(-1.5)}
+        ]
         trade = res["trade"]
         assert trade["exit_reason"] == EXIT_SESSION_BREAK and trade["bars_held"] == 2
         assert trade["exit_ts"] == t_break and trade["pnl_pips"] == pytest.approx(-14.0)
@@ -226,6 +300,9 @@ def test_session_breaks_close_the_position(
         assert res["trade"]["exit_reason"] == EXIT_SESSION_BREAK and res["trade"][
             "pnl_pips"
         ] == pytest.approx(16.0)
+        # The SELL's pending reward is settled by that close (flat to +16 pips); the BUY's waits.
+        assert res["settled"] == [{"bar_ts": t_break + 120, "reward": pytest.approx(1.6)}]
+        assert res["reward"] is None
         reasons = [t["exit_reason"] for t in gw.get("/v1/trades", account=gw.account)]
         assert reasons == [EXIT_SESSION_BREAK, EXIT_SESSION_BREAK]
         assert gw.position()["entry_price"] == 149.80 and gw.position()["session_id"] == "s3"

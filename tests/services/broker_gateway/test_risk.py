@@ -28,7 +28,7 @@ def test_halt_refuses_entries_allows_closes_and_survives_a_restart(
         closed = gw.order("k2", T0 + 60, 150.10, CLOSE, step=1)
         assert closed["status"] == "filled" and closed["trade"]["exit_reason"] == "close"
         for step, action in ((2, BUY), (3, SELL)):
-            res = gw.order(f"k{step + 1}", T0 + 60 * step, 150.10, action, step=step)
+            res = gw.order(f"k{step + 1}", T0 + 60 * step, 150.10, action, step=step, reward="amddp1")
             assert res["status"] == "refused" and "halted" in res["reason"] and res["position_side"] == 0
             assert res["valid"] is True and res["reward"] == -0.05  # the state machine held
         assert gw.metric("smz_gateway_risk_refusals_total", reason="halted") == 2

@@ -33,9 +33,17 @@ def tiny_model(seed: int) -> MuZeroNetwork:
     return MuZeroNetwork(TINY).eval()
 
 
-def save_version(root: Path, version: str, seed: int, *, point: bool = True, step: int = 1) -> Path:
+def save_version(
+    root: Path,
+    version: str,
+    seed: int,
+    *,
+    point: bool = True,
+    step: int = 1,
+    training: dict[str, object] | None = None,
+) -> Path:
     """Save a tiny model as ``<root>/<version>`` and (by default) move ``latest`` to it."""
-    path = save_checkpoint(root, tiny_model(seed), version=version, training_step=step)
+    path = save_checkpoint(root, tiny_model(seed), version=version, training_step=step, training=training)
     if point:
         write_pointer(root, "latest", version)
     return path

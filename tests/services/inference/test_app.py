@@ -58,6 +58,8 @@ def test_a_decision_is_the_offline_search_of_the_served_checkpoint(root: Path) -
             decision = response.json()
             assert_same_decision(decision, offline_search(root / "v1", window[None]), 0)
             assert decision["model_version"] == "v1" and decision["instrument"] == "GBPJPY"
+            # v1's manifest has no training section: the seed's reward, which its orders carry.
+            assert (decision["reward"], decision["pips_per_reward"]) == ("amddp1", 10.0)
             assert decision["action_name"] == ("HOLD", "BUY", "SELL", "CLOSE")[decision["action"]]
             assert decision["search_ms"] > 0
             if i:  # in a position: BUY and SELL are illegal and never chosen
@@ -65,6 +67,7 @@ def test_a_decision_is_the_offline_search_of_the_served_checkpoint(root: Path) -
 
         info = client.get("/v1/model").json()
         assert info["version"] == "v1" and info["config"]["hidden"] == 32
+        assert (info["reward"], info["pips_per_reward"], info["training"]) == ("amddp1", 10.0, {})
         assert info["search"]["num_simulations"] == 25 and info["search"]["backend"] == "auto"
         assert info["search"]["add_noise"] is False and info["search"]["temperature"] == 0.0
         metrics = client.get("/metrics").text

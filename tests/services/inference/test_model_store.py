@@ -61,6 +61,12 @@ def _missing_weights(path: Path) -> None:
     (path / WEIGHTS_FILE).unlink()
 
 
+def _unknown_reward(path: Path) -> None:
+    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    manifest["training"] = {"reward": "sharpe"}
+    (path / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
 @pytest.mark.parametrize(
     ("breakage", "reason"),
     [
@@ -68,6 +74,7 @@ def _missing_weights(path: Path) -> None:
         (_truncate, "truncated"),
         (_foreign_schema, "feature schema"),
         (_missing_weights, "missing"),
+        (_unknown_reward, "unknown reward 'sharpe'"),
     ],
 )
 def test_a_broken_checkpoint_is_refused_and_the_old_one_keeps_serving(
@@ -86,6 +93,20 @@ def test_a_broken_checkpoint_is_refused_and_the_old_one_keeps_serving(
     save_version(root, "v3", seed=3, step=3)
     assert store.poll() and store.require().version == "v3"
     assert store.last_error is None
+
+
+def test_the_served_model_names_the_reward_it_was_trained_with(root: Path) -> None:
+    store, _ = store_for(root)
+    assert store.poll()
+    v1 = store.require()  # its manifest predates the training section: the seed's reward
+    assert (v1.reward, v1.pips_per_reward) == ("amddp1", 10.0)
+    save_version(root, "v2", seed=2, step=2, training={"reward": "pips", "pips_per_reward": 5.0})
+    assert store.poll()
+    v2 = store.require()  # an earlier release's name of the equity reward
+    assert (v2.reward, v2.pips_per_reward) == ("equity", 5.0)
+    described = v2.describe()
+    assert (described["reward"], described["pips_per_reward"]) == ("equity", 5.0)
+    assert described["training"] == {"reward": "pips", "pips_per_reward": 5.0}
 
 
 def test_a_pointer_to_a_missing_directory_is_refused(root: Path) -> None:

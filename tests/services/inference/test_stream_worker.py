@@ -3,6 +3,7 @@ acks only after the gateway accepted, retries while it is down, reclaim after a 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ import redis
 
 from services.inference.app import InferenceService
 from services.inference.settings import InferenceSettings
-from shared.model.checkpoint import load_checkpoint
+from shared.model.checkpoint import MANIFEST_FILE, load_checkpoint
 from shared.model.inference import make_model_functions
 from shared.search import SearchConfig, search
 from shared.wire import INFERENCE_GROUP, WindowMessage, idempotency_key
@@ -90,6 +91,11 @@ def test_one_order_per_window_acked_after_the_gateway_accepted(
     root: Path, streams: Streams, redis_client: redis.Redis
 ) -> None:
     gateway = FakeGateway()
+    # The served model was trained with the seed's reward (an earlier release's name for it) at 5 pips
+    # per unit: its orders say so, so that the gateway computes that reward.
+    manifest = json.loads((root / "v1" / MANIFEST_FILE).read_text())
+    manifest["training"] = {"reward": "spec", "pips_per_reward": 5.0}
+    (root / "v1" / MANIFEST_FILE).write_text(json.dumps(manifest))
     messages = window_messages(5)
     with serving(gateway.app()) as url, running(settings_for(root, streams, url)) as service:
         publish(redis_client, streams.windows, messages[:3])
@@ -139,6 +145,7 @@ def test_one_order_per_window_acked_after_the_gateway_accepted(
             message.published_at,
         )
     assert orders[3].kind == "session_break" and orders[3].action == 3 and orders[3].step == -1
+    assert {(o.reward, o.pips_per_reward) for o in orders} == {("amddp1", 5.0)}
 
 
 def test_gateway_down_nothing_is_acked_then_everything_is_delivered_once(

@@ -1,7 +1,9 @@
 """Prometheus metrics of the inference service (served on ``GET /metrics`` from the app's own registry).
 
 Labels are the instrument, the action name and a few fixed values; never a key or a version other
-than the one ``smz_inference_model_info`` carries.
+than the one ``smz_inference_model_info`` carries. The policy's health (docs/METRICS.md) is judged
+from counters summed over every inference process: entries (BUY/SELL while flat) per 360 stream
+decisions are trades per session, and their BUY share is the long share of the entries.
 """
 
 from __future__ import annotations
@@ -55,10 +57,10 @@ class InferenceMetrics:
             "Checkpoints refused (corrupt, incomplete, foreign schema, unreadable pointer)",
             registry=r,
         )
-        self.action_share = Gauge(
-            "smz_inference_action_share",
-            "Share of each action among the stream decisions of an instrument since start "
-            "(health: no action over 0.4 healthy, over 0.6 warning, over 0.9 critical)",
+        self.flat_decisions = Counter(
+            "smz_inference_flat_decisions",
+            "Stream decisions taken while flat (the window's position side is 0), by instrument and "
+            "action: BUY and SELL are the entries, HOLD the bars left out",
             ["instrument", "action"],
             registry=r,
         )
@@ -90,18 +92,22 @@ class InferenceMetrics:
             registry=r,
         )
         self._lock = threading.Lock()
-        self._action_counts: dict[str, list[int]] = {}
+        self._stream_instruments: set[str] = set()
 
-    def decision(self, instrument: str, action: int, source: str) -> None:
+    def decision(self, instrument: str, action: int, source: str, flat: bool = False) -> None:
+        """Count one decision; ``flat``: a stream decision taken without an open position."""
         self.decisions.labels(instrument, ACTIONS[action], source).inc()
         if source != "stream":
             return
         with self._lock:
-            counts = self._action_counts.setdefault(instrument, [0] * len(ACTIONS))
-            counts[action] += 1
-            total = sum(counts)
-            for name, count in zip(ACTIONS, counts, strict=True):
-                self.action_share.labels(instrument, name).set(count / total)
+            if instrument not in self._stream_instruments:
+                # Every action's series exists from the first decision on, at 0: an instrument that
+                # never enters still has entry counters for the health alerts to read.
+                self._stream_instruments.add(instrument)
+                for name in ACTIONS:
+                    self.flat_decisions.labels(instrument, name)
+        if flat:
+            self.flat_decisions.labels(instrument, ACTIONS[action]).inc()
 
     def model_swapped(self, version: str, loaded_at: float) -> None:
         self.model_info.clear()

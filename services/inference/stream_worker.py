@@ -43,6 +43,7 @@ from services.inference.metrics import InferenceMetrics
 from services.inference.model_store import ModelStore, NoModelError
 from services.inference.settings import InferenceSettings
 from shared.reward import Action
+from shared.schema import FEATURES
 from shared.wire import Decision, OrderRequest, OrderResult, WindowMessage, idempotency_key
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_MAXLEN = 10_000
 FIRST_BACKOFF_SECONDS = 0.1
 READ_BLOCK_MS = 1000
+POSITION_SIDE = FEATURES.index("position_side")  # column of the window: 0 flat, +-1 long/short
 Entry = tuple[str, dict[str, str] | None]
 
 
@@ -295,7 +297,8 @@ class StreamWorker:
             self.metrics.stream_lag.set(time.time() - message.published_at)
         if item.window is not None:
             decision = self._decision(item)
-            self.metrics.decision(message.instrument, decision.action, "stream")
+            flat = bool(item.window[-1, POSITION_SIDE] == 0)
+            self.metrics.decision(message.instrument, decision.action, "stream", flat=flat)
             # The gateway computes the reward the deciding model was trained with.
             order = item.order.model_copy(
                 update={

@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from shared.metrics import trade_metrics, validation_metrics
 from shared.reward import ACTIONS
 from tests.deploy.helpers import (
     DASHBOARDS,
@@ -44,7 +46,7 @@ def test_the_metric_inventory_is_read_from_the_services() -> None:
         "services.trainer.metrics",
     }
     series = exported_series()
-    assert series["smz_inference_action_share"] == {"instrument", "action"}
+    assert series["smz_inference_flat_decisions_total"] == {"instrument", "action"}
     assert series["smz_gateway_orders_total"] == {"instrument", "action", "status"}
     assert "le" in series["smz_inference_search_seconds_bucket"]
 
@@ -115,7 +117,8 @@ def test_live_dashboard_shows_what_the_desk_needs() -> None:
         "smz_gateway_trades_total",
         "smz_gateway_win_rate",
         "smz_gateway_expectancy_pips",
-        "smz_inference_action_share",
+        "smz_inference_decisions_total",
+        "smz_inference_flat_decisions_total",
         "smz_inference_search_seconds_bucket",
         "smz_feature_builder_bar_lag_seconds",
         "smz_feature_builder_rejected_bars_total",
@@ -123,9 +126,18 @@ def test_live_dashboard_shows_what_the_desk_needs() -> None:
         "smz_gateway_risk_refusals_total",
     ):
         assert metric in exprs, metric
+    # The action distribution is reported, not judged: no threshold colours it.
     (share,) = [p for p in query_panels(board) if p["title"] == "Action distribution"]
     steps = [s["value"] for s in share["fieldConfig"]["defaults"]["thresholds"]["steps"]]
-    assert steps == [None, 0.4, 0.6, 0.9]
+    assert steps == [None]
+    # Health is judged: trades per session against 0.05, the long share of entries against 5%/95%.
+    (health,) = [p for p in query_panels(board) if p["title"].startswith("Policy health")]
+    exprs = {t["refId"]: t["expr"] for t in health["targets"]}
+    assert "/ 360" in exprs["A"] and 'action=~"BUY|SELL"' in exprs["A"]
+    assert [s["value"] for s in health["fieldConfig"]["defaults"]["thresholds"]["steps"]] == [None, 0.05]
+    (long_share,) = [o for o in health["fieldConfig"]["overrides"] if o["matcher"]["options"] == "B"]
+    (thresholds,) = [p["value"] for p in long_share["properties"] if p["id"] == "thresholds"]
+    assert [s["value"] for s in thresholds["steps"]] == [None, 0.05, 0.95]
 
 
 def test_training_dashboard_shows_the_learning() -> None:
@@ -139,16 +151,27 @@ def test_training_dashboard_shows_the_learning() -> None:
         "smz_trainer_replay_trade_share",
     ):
         assert needle in exprs, needle
-    # The `metric` label values are the trainer's validation keys without their prefix.
-    worker = (REPO / "services" / "trainer" / "worker.py").read_text()
-    for value in re.findall(r'smz_trainer_validation\{metric=~?"([^"]+)"\}', exprs):
-        key = "validation_" + value.replace(".*", "")
-        assert f'"{key}' in worker or f'f"{key}' in worker, f"no validation metric {value!r} in worker.py"
+    for needle in ("expectancy_ci95_low", "trades_per_session", "long_entry_share", "healthy"):
+        assert f'metric="{needle}"' in exprs, needle
+    # The `metric` label values are the trainer's validation keys without their prefix: those of
+    # shared.metrics.validation_metrics, and any worker.py adds.
+    m = trade_metrics(
+        np.array([1.0]), 1, np.ones(4), trade_sides=np.array([1]), flat_action_counts=np.ones(4)
+    )
+    keys = set(validation_metrics(m))
+    keys |= set(re.findall(r'"(validation_\w+)"', (REPO / "services" / "trainer" / "worker.py").read_text()))
+    for values in re.findall(r'smz_trainer_validation\{metric=~?"([^"]+)"\}', exprs):
+        for value in values.split("|"):
+            key = "validation_" + value.replace(".*", "")
+            assert any(k.startswith(key) if value.endswith(".*") else k == key for k in keys), (
+                f"no validation metric {value!r}"
+            )
 
 
 def test_alert_rules_use_real_metrics() -> None:
     problems = [f"{r['alert']}: {p}" for r in alert_rules() for p in promql_problems(r["expr"])]
     assert not problems, "\n".join(problems)
     for rule in alert_rules():
-        for action in re.findall(r'action!?="([^"]+)"', rule["expr"]):
-            assert action in ACTIONS, f"{rule['alert']}: no action {action!r}"
+        for actions in re.findall(r'action(?:!?=~?)"([^"]+)"', rule["expr"]):
+            for action in actions.split("|"):
+                assert action in ACTIONS, f"{rule['alert']}: no action {action!r}"

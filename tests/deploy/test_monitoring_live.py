@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import redis
 import torch
@@ -30,9 +31,9 @@ from services.jobs.ingest import run_ingest
 from services.jobs.stack import LiveStack, redis_answers
 from services.jobs.up import SAMPLE, SAMPLE_INSTRUMENT
 from services.trainer.metrics import TrainerMetrics
+from shared.metrics import trade_metrics, validation_metrics
 from shared.model.checkpoint import save_checkpoint, write_pointer
 from shared.model.networks import MuZeroNetwork
-from shared.reward import ACTIONS
 from shared.sessions import tile_sessions, valid_session_starts
 from shared.store import Store
 from shared.training.learner import LossParts
@@ -82,6 +83,16 @@ class FakeTraining:
 
     def __init__(self, port: int) -> None:
         self.metrics = TrainerMetrics()
+        rng = np.random.default_rng(0)
+        trades = trade_metrics(
+            rng.normal(1.5, 10.0, 40),
+            20,
+            np.array([900, 20, 20, 40]),
+            trade_sessions=np.repeat(np.arange(20), 2),
+            trade_sides=rng.choice([-1, 1], 40),
+            flat_action_counts=np.array([300, 20, 20, 0]),
+        )
+        self.validation = validation_metrics(trades)
         self.server, _ = start_http_server(port, addr="127.0.0.1", registry=self.metrics.registry)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -101,18 +112,9 @@ class FakeTraining:
             m.buffer_trade_share.set(0.35)
             m.temperature.set(10.0)
             m.record_actions([0.7, 0.1, 0.1, 0.1])
-            # The keys of services.trainer.worker.validate(), as _Trainer records them.
-            shares = {f"validation_share_{a.lower()}": 1 / len(ACTIONS) for a in ACTIONS}
-            m.record_validation(
-                {
-                    "validation_expectancy_pips": 1.5,
-                    "validation_win_rate": 0.55,
-                    "validation_sqn": 0.8,
-                    "validation_trades": 40.0,
-                    "validation_max_action_share": 0.25,
-                    **shares,
-                }
-            )
+            # The keys of services.trainer.worker.validate() (shared.metrics.validation_metrics),
+            # as _Trainer records them.
+            m.record_validation(self.validation)
             self.stop.wait(0.5)
 
     def close(self) -> None:

@@ -30,9 +30,19 @@ def test_promtool_test_rules() -> None:
 
 def test_the_required_alerts_exist() -> None:
     rules = {rule["alert"]: rule for rule in alert_rules()}
-    assert {"HoldCollapse", "NoBarInMarketHours", "DecisionLatencyP99High", "GatewayHalted"} <= set(rules)
-    assert "smz_inference_action_share" in rules["HoldCollapse"]["expr"]
-    assert "0.9" in rules["HoldCollapse"]["expr"]
+    assert {"PolicyNeverTrades", "PolicyOneSided", "NoBarInMarketHours", "DecisionLatencyP99High"} <= set(
+        rules
+    )
+    assert "GatewayHalted" in rules
+    # Policy health from counters summed over every inference process, as docs/METRICS.md defines it;
+    # the action distribution is not judged.
+    never, one_sided = rules["PolicyNeverTrades"]["expr"], rules["PolicyOneSided"]["expr"]
+    for expr in (never, one_sided):
+        assert "smz_inference_flat_decisions_total" in expr and "increase(" in expr
+        assert "max by" not in expr and "share" not in expr
+    assert "< 0.05" in never and "/ 360" in never and ">= 3600" in never
+    assert "> 0.95" in one_sided and ">= 30" in one_sided
+    assert not any("HOLD" in rule["expr"] for rule in rules.values())
     assert "smz_feature_builder_last_bar_timestamp_seconds" in rules["NoBarInMarketHours"]["expr"]
     assert "day_of_week()" in rules["NoBarInMarketHours"]["expr"]
     assert "0.015" in rules["DecisionLatencyP99High"]["expr"]

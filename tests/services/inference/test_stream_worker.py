@@ -97,6 +97,9 @@ def test_one_order_per_window_acked_after_the_gateway_accepted(
     manifest["training"] = {"reward": "spec", "pips_per_reward": 5.0}
     (root / "v1" / MANIFEST_FILE).write_text(json.dumps(manifest))
     messages = window_messages(5)
+    # The third bar is decided in a long position, the others flat.
+    long_window = make_window(np.random.default_rng(9), side=1).tolist()
+    messages[2] = messages[2].model_copy(update={"window": long_window})
     with serving(gateway.app()) as url, running(settings_for(root, streams, url)) as service:
         publish(redis_client, streams.windows, messages[:3])
         breaker = WindowMessage(
@@ -119,11 +122,14 @@ def test_one_order_per_window_acked_after_the_gateway_accepted(
             for a in ("HOLD", "BUY", "SELL", "CLOSE")
         )
         assert decided == 4  # the session break needs no decision
-        shares = [
-            metric(service, "smz_inference_action_share", {"instrument": "GBPJPY", "action": a})
+        # Decisions while flat, by action: every action's series exists (at 0 if never taken).
+        flat = [
+            service.metrics.registry.get_sample_value(
+                "smz_inference_flat_decisions_total", {"instrument": "GBPJPY", "action": a}
+            )
             for a in ("HOLD", "BUY", "SELL", "CLOSE")
         ]
-        assert sum(shares) == 1.0
+        assert None not in flat and sum(flat) == 3  # bars 0, 1 and 4
         assert metric(service, "smz_inference_stream_lag_seconds") > 1000  # published_at = 1.0
 
     orders = list(gateway.orders.values())

@@ -3,6 +3,9 @@
 Replaying three sessions (1,080 real GBPJPY 2017 bars) must give one decision per bar and a gateway
 trade ledger equal to ``smz evaluate`` of the same checkpoint on the same bars, while the inference
 worker is killed mid-stream and restarted, and a broken checkpoint is dropped into its directory.
+
+For each reward, a checkpoint trained with it (on a synthetic market) is served: the gateway's
+per-decision rewards equal the backtest environment's, bar for bar.
 """
 
 from __future__ import annotations
@@ -23,11 +26,18 @@ from services.jobs.evaluate import run_evaluate
 from services.jobs.features import run_features
 from services.jobs.ingest import run_ingest
 from services.jobs.stack import LiveStack, ServiceProcess, StackConfig, redis_answers
-from shared.env import TRADE_LOG_FIELDS
-from shared.model.checkpoint import save_checkpoint, write_pointer
+from services.jobs.synth import run_synth
+from services.trainer.settings import TrainerSettings
+from services.trainer.worker import run_training
+from shared.env import TRADE_LOG_FIELDS, EnvConfig, MarketData, TradeLog, TradingEnv
+from shared.model.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, write_pointer
+from shared.model.config import ModelConfig
 from shared.model.networks import MuZeroNetwork
-from shared.sessions import SESSION_BARS, tile_sessions
+from shared.reward import REWARDS
+from shared.sessions import SESSION_BARS, SPLITS, tile_sessions
 from shared.store import Store
+from shared.training.config import TrainingConfig
+from shared.wire import idempotency_key
 from tests.helpers import iso, isolated_stack_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,3 +193,160 @@ def test_live_stack_trades_exactly_like_the_backtest(tmp_path: Path) -> None:
     live = [{k: t[k] for k in TRADE_LOG_FIELDS} for t in trades]
     assert live == expected
     assert np.isclose(sum(t["pnl_pips"] for t in live), report["expectancy_pips"] * report["trades"])
+
+
+# A tiny training run per reward (seconds on two cores): what matters is that the checkpoint was
+# trained with that reward and says so in its manifest, not that it learned anything.
+TINY_MODEL = ModelConfig(hidden=32, tcn_channels=8, support_size=20)
+TINY_TRAINING = {
+    "replay_min_size": 4,
+    "collect_simulations": 4,
+    "validation_simulations": 4,
+    "batch_size": 16,
+}
+REWARD_SESSIONS = 2
+
+
+def _busiest_sessions(db: Path, instrument: str, trades: TradeLog, count: int) -> tuple[int, int]:
+    """First bar and end (exclusive) time of the ``count`` back-to-back backtest sessions (of one
+    split) holding the most trades and bars in a position."""
+    with Store(db, read_only=True) as store:
+        ds = store.load_dataset(instrument)
+    ts = ds.bars.ts
+    best: tuple[int, int, int] | None = None
+    for split in SPLITS:
+        tiled = tile_sessions(ds.starts_of(split))
+        for k in range(len(tiled) - count + 1):
+            if all(tiled[k + i] == tiled[k] + i * SESSION_BARS for i in range(count)):
+                start, end = int(ts[tiled[k]]), int(ts[tiled[k] + count * SESSION_BARS - 1]) + 60
+                inside = (trades.entry_ts >= start) & (trades.entry_ts < end)
+                score = int(inside.sum() + trades.bars_held[inside].sum())
+                if best is None or score > best[0]:
+                    best = (score, start, end)
+    assert best is not None and best[0] > 0, "the checkpoint never trades in the backtest"
+    return best[1], best[2]
+
+
+def _train(db: Path, out: Path, reward: str) -> Path:
+    settings = TrainerSettings(
+        db=db,
+        instrument="SYNTHJPY",
+        out=out,
+        episodes=8,
+        sessions_per_round=4,
+        updates_per_round=3,
+        validate_every=8,
+        validation_sessions=4,
+        min_validation_trades=0,
+        threads=1,
+        metrics_port=0,
+    )
+    run_training(settings, TrainingConfig(reward=reward, **TINY_TRAINING), TINY_MODEL)
+    return resolve_checkpoint(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reward", REWARDS)
+def test_live_rewards_equal_the_backtest_rewards_bar_for_bar(tmp_path: Path, reward: str) -> None:
+    """A checkpoint trained with ``reward`` is served by the real stack: the gateway computes that
+    reward, and every decision's reward in its ledger equals the environment's for the same actions
+    on the same bars, exactly; the actions are the backtest's (the same trades as ``smz evaluate``)."""
+    if not redis_answers(REDIS_URL):
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    db = tmp_path / "synth.duckdb"
+    run_synth(db, "SYNTHJPY", 12_000, seed=4)
+    run_features(db, "SYNTHJPY")
+    trained = load_checkpoint(_train(db, tmp_path / "trained", reward))
+    manifest = trained.manifest
+    assert manifest.reward == reward
+    # Served with its entries open: the tiny run's validation finds no edge and closes its entry gate,
+    # and an agent that never trades would leave the rewards of open positions untested.
+    root = tmp_path / "checkpoints"
+    served = save_checkpoint(
+        root,
+        trained.model,
+        version=f"trained-{reward}",
+        training_step=manifest.training_step,
+        training=manifest.training,
+        serving={"entry_gate": {"margin": 0.0, "allow_entries": True}},
+    )
+    write_pointer(root, "latest", served.name)
+    # The backtest: ``smz evaluate`` of the served checkpoint; the stack replays the back-to-back
+    # sessions in which it trades the most.
+    _, backtest = run_evaluate(db, "SYNTHJPY", "all", "muzero", checkpoint=served)
+    start_ts, end_ts = _busiest_sessions(db, "SYNTHJPY", backtest.trades, REWARD_SESSIONS)
+
+    config = isolated_stack_config(
+        tmp_path,
+        db,
+        "SYNTHJPY",
+        root,
+        f"rewards-{reward}",
+        start=iso(start_ts),
+        end=iso(end_ts),
+        extra_env={"SMZ_FEATURE_BUILDER_POSITION_WAIT_SECONDS": "120"},
+    )
+    client = redis.Redis.from_url(REDIS_URL)
+    stack = LiveStack(config)
+    auth = {"Authorization": f"Bearer {config.token}"}
+    try:
+        stack.start_services()
+        model = httpx.get(f"{config.inference_url}/v1/model").json()
+        assert (model["version"], model["reward"]) == (served.name, reward)
+        _wait(lambda: _as_of(config) == end_ts - 60, "the last bar's order", 600, stack)
+        assert stack.feature_builder.wait(timeout=150) == 0
+        rewards = httpx.get(
+            f"{config.gateway_url}/v1/rewards",
+            params={"account": config.account, "limit": 100_000},
+            headers=auth,
+        ).json()
+        trades = httpx.get(
+            f"{config.gateway_url}/v1/trades",
+            params={"account": config.account, "limit": 100_000},
+            headers=auth,
+        ).json()
+    finally:
+        stack.stop()
+        client.delete(config.windows_stream, config.positions_stream)
+
+    with duckdb.connect(str(config.ledger_db), read_only=True) as con:
+        orders = con.execute(
+            "SELECT epoch(bar_ts), step, action FROM orders WHERE account = ? AND kind = 'decision' "
+            "ORDER BY bar_ts",
+            [config.account],
+        ).fetchall()
+    assert [int(o[1]) for o in orders] == list(range(SESSION_BARS)) * REWARD_SESSIONS
+
+    # The backtest's environment, with the checkpoint's reward, steps the actions the stack took.
+    with Store(db, read_only=True) as store:
+        ds = store.load_dataset("SYNTHJPY")
+    market = MarketData("SYNTHJPY", ds.bars.ts, ds.bars.close, ds.features)
+    first = int(np.searchsorted(market.ts, start_ts))
+    starts = first + SESSION_BARS * np.arange(REWARD_SESSIONS)
+    env_config = EnvConfig(
+        reward=manifest.reward, pips_per_reward=float(manifest.training.get("pips_per_reward", 10.0))
+    )
+    env = TradingEnv(market, env_config)
+    env.reset(starts)
+    actions = np.array([int(o[2]) for o in orders]).reshape(REWARD_SESSIONS, SESSION_BARS)
+    expected: dict[int, float] = {}
+    for step in range(SESSION_BARS):
+        result = env.step(actions[:, step])
+        for row, bar in enumerate(starts + step):
+            expected[int(market.ts[bar])] = float(result.reward[row])
+    live = {r["bar_ts"]: r["reward"] for r in rewards}
+    assert {r["reward_kind"] for r in rewards} == {reward}
+    assert live == expected  # every decision, bar for bar, exactly
+    # An equity reward of a position left open was settled by the next bar's order.
+    later = [
+        r for r in rewards if r["settled_by"] != idempotency_key(config.account, "SYNTHJPY", r["bar_ts"])
+    ]
+    assert (len(later) >= 10) == (reward == "equity") and (not later) == (reward == "amddp1")
+    assert [int(o[0]) for o in orders] == sorted(expected)
+
+    # The actions are the backtest's own: ``smz evaluate`` of the served checkpoint made these trades.
+    expected_trades = [t for t in backtest.trades.rows() if start_ts <= t["entry_ts"] < end_ts]
+    assert [{k: t[k] for k in TRADE_LOG_FIELDS} for t in trades] == expected_trades
+    assert env.trade_log().chronological().rows() == expected_trades
+    held = sum(t["bars_held"] for t in trades)
+    assert len(trades) >= 3 and held >= 10, "the agent should hold positions for this test to mean much"

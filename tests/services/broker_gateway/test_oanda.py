@@ -159,6 +159,8 @@ def test_gateway_trades_through_oanda(
             "CLOSE refused by the broker" in refused["reason"] and "The market is halted" in refused["reason"]
         )
         assert gw.position() == {**before, "as_of_bar_ts": T0 + 60}
+        # The refused CLOSE did nothing and earns 0; the BUY's equity reward waits for the next mark.
+        assert (refused["reward"], refused["settled"], before["reward_pending_bar_ts"]) == (0.0, [], T0)
         after = PositionMessage.model_validate_json(redis_client.get(position_key(gw.account, "GBPJPY")))
         assert after.state == state_before.state and after.as_of_bar_ts == T0 + 60
         assert gw.get("/v1/trades", account=gw.account) == []
@@ -166,6 +168,7 @@ def test_gateway_trades_through_oanda(
         oanda_stub.price = 150.108
         closed = gw.order("k3", T0 + 120, 150.10, CLOSE, step=2)
         assert closed["status"] == "filled" and closed["trade"]["pnl_pips"] == pytest.approx(6.0)
+        assert closed["settled"] == [{"bar_ts": T0, "reward": pytest.approx(0.6)}] and closed["reward"] == 0.0
         (trade,) = gw.get("/v1/trades", account=gw.account)
         assert (trade["entry_price"], trade["exit_price"]) == (150.00, 150.10)  # the model's prices
         assert (trade["broker_entry_price"], trade["broker_exit_price"]) == (150.013, 150.108)

@@ -162,16 +162,32 @@ def synth(
     _print_json(summary)
 
 
+class DemoMarketName(StrEnum):
+    synthetic = "synthetic"
+    gbpjpy_sample = "gbpjpy-sample"
+
+
 @app.command()
 def up(
+    market: Annotated[
+        DemoMarketName,
+        typer.Option(
+            help="synthetic: a seeded market with a planted edge and a small agent trained on it in "
+            "about three minutes; gbpjpy-sample: the bundled real GBPJPY bars."
+        ),
+    ] = DemoMarketName.synthetic,
     db: Annotated[Path, typer.Option("--db", help="DuckDB file for the demo data.")] = Path(
         "data/demo.duckdb"
     ),
     checkpoints: Annotated[
-        Path, typer.Option(help="Checkpoint directory; trained first if it holds none.")
-    ] = Path("runs/demo"),
+        Path | None,
+        typer.Option(help="Checkpoint directory; trained first if it holds none (default runs/demo-MARKET)."),
+    ] = None,
     run_dir: Annotated[Path, typer.Option(help="Logs and the gateway's ledger.")] = Path("runs/live"),
-    train_minutes: Annotated[float, typer.Option(help="Length of the first training run.")] = 3.0,
+    train_minutes: Annotated[
+        float, typer.Option(help="Length of the first training run on gbpjpy-sample.")
+    ] = 3.0,
+    split: Annotated[SplitName, typer.Option(help="Replay the sessions of this split.")] = SplitName.test,
     pace_ms: Annotated[
         float, typer.Option(help="Replay pace in ms per bar (0: as fast as possible).")
     ] = 20.0,
@@ -179,18 +195,33 @@ def up(
         bool, typer.Option(help="Stop the stack when the replay is over instead of serving on.")
     ] = False,
     bars: Annotated[
-        int | None, typer.Option(help="Replay only the first N live bars of the sample (default: all).")
+        int | None,
+        typer.Option(
+            help="Replay only the sessions that end within the split's first N bars (default: all)."
+        ),
     ] = None,
 ) -> None:
-    """The main job: the whole live stack replaying the bundled real sample into paper trading."""
+    """The main job: the whole live stack replaying a market into paper trading, then the agent's live
+    trades beside its backtest and the baselines on the same sessions."""
     from services.jobs.stack import StackError
     from services.jobs.up import run_up
 
     try:
-        _print_json(run_up(db, checkpoints, run_dir, train_minutes, pace_ms, exit_when_done, bars=bars))
-    except (StackError, RuntimeError, ValueError) as exc:
+        summary = run_up(
+            db,
+            checkpoints,
+            run_dir,
+            train_minutes,
+            pace_ms,
+            exit_when_done,
+            bars=bars,
+            market=market.value,
+            split=split.value,
+        )
+    except (StackError, RuntimeError, ValueError, LookupError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+    _print_json(summary)
 
 
 class RecipeName(StrEnum):
@@ -268,6 +299,14 @@ def train(
             "temperature (equity 0.03; seed 1, every one); the rest act greedily."
         ),
     ] = None,
+    hidden: Annotated[
+        int | None,
+        typer.Option(help="Hidden size of a fresh run's networks (default 256; the demo's small model: 64)."),
+    ] = None,
+    tcn_channels: Annotated[
+        int | None,
+        typer.Option(help="TCN channels of a fresh run's representation (default 48; small: 16)."),
+    ] = None,
 ) -> None:
     """Self-play, replay, MuZero learning, validation and checkpoints; resumes automatically."""
     import signal
@@ -307,7 +346,10 @@ def train(
             "explore_in_position": explore_in_position,
         }
         config = TrainingConfig.recipe(recipe.value, **{k: v for k, v in given.items() if v is not None})
-        summary = run_training(settings, config)
+        from shared.model.config import ModelConfig
+
+        sizes = {k: v for k, v in {"hidden": hidden, "tcn_channels": tcn_channels}.items() if v is not None}
+        summary = run_training(settings, config, ModelConfig(**sizes) if sizes else None)
     except (LookupError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

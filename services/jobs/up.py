@@ -1,18 +1,28 @@
-"""``smz up``: the main job. The whole live stack on the bundled real sample, in paper trading.
+"""``smz up``: the main job. The whole live stack replaying a market into paper trading.
 
-1. Ingest the bundled GBPJPY sample and build its features (idempotent).
-2. If the checkpoint directory holds no checkpoint, train a short run to make one (progress bar).
+1. Prepare the market (idempotent): by default a seeded synthetic market with a planted edge
+   (``--market synthetic``, docs/SYNTHETIC_MARKET.md); ``--market gbpjpy-sample`` takes the bundled
+   three weeks of real GBPJPY bars instead.
+2. If the checkpoint directory holds no checkpoint, train one first (progress bar): on the synthetic
+   market a small network for a fixed number of episodes with the default recipe (about three
+   minutes on two cores), so the demo is reproducible.
 3. Start Redis if none answers, the broker gateway (paper broker), inference and the feature builder,
-   which replays the sample's bars into paper trading through Redis, as a live feed would.
-4. Print where the APIs, docs and metrics are; Ctrl-C stops everything cleanly.
+   which replays the sessions of one split (the test split: bars training never saw) through Redis
+   into paper trading, as a live feed would.
+4. At the end, print what the agent did live beside ``smz evaluate`` of the same checkpoint on the
+   same sessions (they must agree trade for trade) and the baselines on those sessions.
+Ctrl-C stops everything cleanly.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,55 +32,100 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.feature_builder.settings import DEFAULT_HISTORY_BARS
+from services.jobs.evaluate import run_evaluate, session_starts
 from services.jobs.features import run_features
 from services.jobs.ingest import run_ingest
 from services.jobs.stack import LiveStack, StackConfig, smz_argv
-from shared.metrics import trade_metrics
+from services.jobs.synth import run_synth
 from shared.model.checkpoint import list_checkpoints
-from shared.reward import N_ACTIONS
+from shared.sessions import SESSION_BARS
 from shared.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample" / "HISTDATA_COM_ASCII_GBPJPY_M1_2017-01-sample.zip"
 SAMPLE_INSTRUMENT = "GBPJPY"
+SYNTH_INSTRUMENT = "SYNTHJPY"
+SYNTH_BARS = 120_000
+SYNTH_SEED = 0
+# The demo's training run: a small network (hidden 64) for a fixed number of episodes with the default
+# recipe, its temperature falling over those episodes. The CI-sized learning test trains the same.
+DEMO_EPISODES = 768
+DEMO_TRAIN_ARGS = (
+    "--episodes", str(DEMO_EPISODES), "--workers", "1", "--sessions-per-round", "128",
+    "--updates-per-round", "400", "--validate-every", str(DEMO_EPISODES), "--validation-sessions", "16",
+    "--hidden", "64", "--tcn-channels", "16", "--temperature-decay-episodes", str(DEMO_EPISODES),
+    "--seed", "0",
+)  # fmt: skip
 
 
-def prepare_sample(db: Path, console: Console) -> int:
-    """Ingest and featurise the bundled sample; returns its bar count."""
+@dataclass(frozen=True)
+class DemoMarket:
+    name: str
+    instrument: str
+    description: str
+    prepare: Callable[[Path, Console], None]
+    train_args: Callable[[float], tuple[str, ...]]  # given --train-minutes
+    has_oracle: bool
+
+
+def prepare_sample(db: Path, console: Console) -> None:
+    """Ingest and featurise the bundled real GBPJPY sample."""
     summary = run_ingest([SAMPLE], instrument=SAMPLE_INSTRUMENT, db=db, fmt="auto", tz=None, strict=False)
     console.print(summary.render())
     features = run_features(db, SAMPLE_INSTRUMENT)
     console.print(f"features: {features['bars']} bars, schema {features['schema_hash']}")
-    return int(features["bars"])  # type: ignore[call-overload]
 
 
-def train_if_needed(db: Path, checkpoints: Path, minutes: float, run_dir: Path, console: Console) -> None:
-    """A short training run when there is no checkpoint yet, with a progress bar over its time budget."""
+def prepare_synthetic(db: Path, console: Console) -> None:
+    """Generate the seeded synthetic market once (the same seed gives the same bars) and featurise it."""
+    with Store(db) as store:
+        stored = len(store.load_bars(SYNTH_INSTRUMENT).ts) if SYNTH_INSTRUMENT in store.instruments() else 0
+    if stored == 0:
+        run_synth(db, SYNTH_INSTRUMENT, SYNTH_BARS, SYNTH_SEED)
+        features = run_features(db, SYNTH_INSTRUMENT)
+        console.print(f"synthetic market: {features['bars']} bars (seed {SYNTH_SEED}), featurised")
+    else:
+        console.print(f"synthetic market: {stored} bars in {db}")
+
+
+MARKETS = {
+    "synthetic": DemoMarket(
+        "synthetic",
+        SYNTH_INSTRUMENT,
+        f"synthetic {SYNTH_INSTRUMENT}, {SYNTH_BARS:,} bars, seed {SYNTH_SEED}, with a planted edge",
+        prepare_synthetic,
+        lambda minutes: DEMO_TRAIN_ARGS,
+        True,
+    ),
+    "gbpjpy-sample": DemoMarket(
+        "gbpjpy-sample",
+        SAMPLE_INSTRUMENT,
+        "real GBPJPY bars, the bundled three weeks of January 2017",
+        prepare_sample,
+        lambda minutes: ("--minutes", str(minutes), "--validate-every", "64", "--validation-sessions", "16"),
+        False,
+    ),
+}
+
+
+def train_if_needed(
+    db: Path, checkpoints: Path, market: DemoMarket, minutes: float, run_dir: Path, console: Console
+) -> None:
+    """A first training run when there is no checkpoint yet, with a progress bar."""
     if checkpoints.exists() and list_checkpoints(checkpoints):
         console.print(f"checkpoint: using {checkpoints} (latest {list_checkpoints(checkpoints)[-1].version})")
         return
-    console.print(f"no checkpoint in {checkpoints}: training for {minutes:g} minutes on the sample first")
+    args = market.train_args(minutes)
+    by_episodes = "--episodes" in args
+    what = f"{DEMO_EPISODES} episodes" if by_episodes else f"{minutes:g} minutes"
+    console.print(f"no checkpoint in {checkpoints}: training for {what} on the {market.name} market first")
     log_path = run_dir / "logs" / "trainer.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = smz_argv(
-        "train",
-        "--db",
-        str(db),
-        "--instrument",
-        SAMPLE_INSTRUMENT,
-        "--out",
-        str(checkpoints),
-        "--minutes",
-        str(minutes),
-        "--initial-temperature",
-        "1",
-        "--validate-every",
-        "64",
-        "--validation-sessions",
-        "16",
+        "train", "--db", str(db), "--instrument", market.instrument, "--out", str(checkpoints), *args
     )
-    budget = minutes * 60.0
+    budget = float(DEMO_EPISODES) if by_episodes else minutes * 60.0
+    env = {**os.environ, "SMZ_TRAINER_METRICS_PORT": "0"}  # the demo's trainer serves no metrics
     with (
         log_path.open("ab") as log,
         Progress(
@@ -81,30 +136,43 @@ def train_if_needed(db: Path, checkpoints: Path, minutes: float, run_dir: Path, 
             console=console,
         ) as progress,
     ):
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         task = progress.add_task("train", total=budget, status="")
         started = time.monotonic()
         history = checkpoints / "history.jsonl"
         while proc.poll() is None:
-            status = ""
-            if history.exists():
-                records = [json.loads(line) for line in history.read_text().splitlines() if line]
-                rounds = [r for r in records if r.get("kind") == "round"]
-                validations = [r for r in records if r.get("kind") == "validation"]
-                if rounds:  # validation records carry no update count
-                    status = f"episodes {rounds[-1]['episodes']} updates {rounds[-1]['updates']}"
-                if validations:
-                    v = validations[-1]
-                    status += (
-                        f"  validation {v['validation_expectancy_pips']:+.2f} pips"
-                        f" over {int(v['validation_trades'])} trades"
-                    )
-            progress.update(task, completed=min(time.monotonic() - started, budget), status=status)
+            status, episodes = _training_status(history)
+            done = episodes if by_episodes else time.monotonic() - started
+            progress.update(task, completed=min(done, budget), status=status)
             time.sleep(0.5)
-        progress.update(task, completed=budget)
+        progress.update(task, completed=budget, status=_training_status(history)[0])
     if proc.returncode != 0 or not list_checkpoints(checkpoints):
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
         raise RuntimeError(f"training failed (exit code {proc.returncode}); {log_path} ends:\n{tail}")
+
+
+def _training_status(history: Path) -> tuple[str, float]:
+    if not history.exists():
+        return "", 0.0
+    records = []
+    for line in history.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line still being written
+    rounds = [r for r in records if r.get("kind") == "round"]
+    validations = [r for r in records if r.get("kind") == "validation"]
+    status, episodes = "", 0.0
+    if rounds:  # validation records come after their round
+        status = f"episodes {rounds[-1]['episodes']} updates {rounds[-1]['updates']}"
+        episodes = float(rounds[-1]["episodes"])
+    if validations:
+        v = validations[-1]
+        status += (
+            f"  validation {v['validation_expectancy_pips']:+.2f} pips"
+            f" over {int(v['validation_trades'])} trades"
+        )
+    return status, episodes
 
 
 def _endpoints(config: StackConfig) -> Table:
@@ -150,41 +218,70 @@ def _gateway_trades(config: StackConfig) -> list[dict[str, object]]:
     return list(response.json())
 
 
+@dataclass(frozen=True)
+class ReplayPlan:
+    """The sessions to replay: the backtest's tiled sessions of one split, back to back in time."""
+
+    starts: np.ndarray  # bar indices of the sessions
+    start: datetime  # open time of the first session's first bar
+    end: datetime | None  # the replay stops before this bar (None: the data's end)
+    bars: int  # live bars replayed
+
+
+def plan_replay(db: Path, instrument: str, split: str, bars: int | None) -> ReplayPlan:
+    """The split's sessions, or those of them that end within its first ``bars`` live bars."""
+    if bars is not None and bars < 1:
+        raise ValueError("--bars must be at least 1")
+    with Store(db, read_only=True) as store:
+        dataset = store.load_dataset(instrument)
+    starts = session_starts(dataset, split)
+    if len(starts) == 0:
+        raise LookupError(f"{instrument} has no complete session in its {split} split to replay")
+    first = int(starts[0])
+    if bars is not None:
+        starts = starts[starts + SESSION_BARS <= first + bars]
+        if len(starts) == 0:
+            raise ValueError(f"--bars {bars} holds no whole session; give at least {SESSION_BARS}")
+    ts = dataset.bars.ts
+    stop = int(starts[-1]) + SESSION_BARS  # the bar after the last session
+    end = datetime.fromtimestamp(int(ts[stop]), UTC) if stop < len(ts) else None
+    return ReplayPlan(starts, datetime.fromtimestamp(int(ts[first]), UTC), end, stop - first)
+
+
 def run_up(
     db: Path,
-    checkpoints: Path,
+    checkpoints: Path | None,
     run_dir: Path,
     train_minutes: float = 3.0,
     pace_ms: float = 20.0,
     exit_when_done: bool = False,
     console: Console | None = None,
     bars: int | None = None,
+    market: str = "synthetic",
+    split: str = "test",
 ) -> dict[str, object]:
-    """``bars``: replay only the first that many live bars (after the feature builder's warm-up)."""
+    """``bars``: replay only the sessions that end within the split's first that many bars."""
     console = console or Console()
-    console.rule("micro-muzero: the live stack on the bundled GBPJPY sample")
-    prepare_sample(db, console)
-    train_if_needed(db, checkpoints, train_minutes, run_dir, console)
-    with Store(db, read_only=True) as store:
-        ts = store.load_bars(SAMPLE_INSTRUMENT).ts
-    live = len(ts) - DEFAULT_HISTORY_BARS  # the feature builder warms up on the first bars
-    if bars is not None and bars < 1:
-        raise ValueError("--bars must be at least 1")
-    total_bars = live if bars is None else min(bars, live)
-    end = None
-    if total_bars < live:
-        end = datetime.fromtimestamp(int(ts[DEFAULT_HISTORY_BARS + total_bars]), UTC).isoformat()
+    if market not in MARKETS:
+        raise ValueError(f"unknown market {market!r}; choose {' or '.join(MARKETS)}")
+    demo = MARKETS[market]
+    checkpoints = checkpoints or Path("runs") / f"demo-{demo.name}"
+    console.rule(f"micro-muzero: the live stack on {demo.description}")
+    demo.prepare(db, console)
+    train_if_needed(db, checkpoints, demo, train_minutes, run_dir, console)
+    plan = plan_replay(db, demo.instrument, split, bars)
     # Each run paper-trades a fresh account: replaying the same bars again is a new run, and the
     # ledger keeps the earlier ones.
     account = "paper-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     config = StackConfig(
         db=db,
-        instrument=SAMPLE_INSTRUMENT,
+        instrument=demo.instrument,
         checkpoint_dir=checkpoints,
         run_dir=run_dir,
         pace_ms=pace_ms,
         account=account,
-        end=end,
+        start=plan.start.isoformat(),
+        end=plan.end.isoformat() if plan.end else None,
     )
     stack = LiveStack(config)
     stopping = False
@@ -202,7 +299,10 @@ def run_up(
             console.print(f"started a private Redis at {config.redis_url}")
         stack.start_services()
         console.print(_endpoints(config))
-        console.print(f"replaying {total_bars} real bars at {pace_ms:g} ms per bar into paper trading")
+        console.print(
+            f"replaying {plan.bars} bars ({len(plan.starts)} sessions of the {split} split, from "
+            f"{plan.start:%Y-%m-%d %H:%M} UTC) at {pace_ms:g} ms per bar into paper trading"
+        )
         with Progress(
             TextColumn("[bold]replay"),
             TextColumn("{task.fields[status]}"),
@@ -218,18 +318,10 @@ def run_up(
                 time.sleep(0.5)
             time.sleep(1.0)  # the last bar's order
             progress.update(task, status=_status(config))
-        trades = _gateway_trades(config)
-        pnl = [float(t["pnl_pips"]) for t in trades]  # type: ignore[arg-type]
-        metrics = trade_metrics(np.asarray(pnl), 1, np.zeros(N_ACTIONS, dtype=np.int64)) if pnl else None
-        summary = {
-            "bars": total_bars,
-            "last_bar_traded": _last_bar_traded(config),
-            "trades": len(trades),
-            "expectancy_pips": metrics.expectancy_pips if metrics else 0.0,
-            "total_pips": sum(pnl),
-        }
         # Ctrl-C (or SIGTERM) during the replay stops the feature builder too: say so, not "finished".
-        console.print(f"{'replay stopped early' if stopping else 'replay finished'}: {json.dumps(summary)}")
+        console.print("replay stopped early" if stopping else "replay finished")
+        summary = summarise(db, demo, split, plan, config, console, complete=not stopping)
+        console.print(json.dumps(summary))
         if not exit_when_done:
             console.print("the stack keeps serving; Ctrl-C stops it")
             while not stopping:
@@ -242,6 +334,79 @@ def run_up(
         stack.stop()
         signal.signal(signal.SIGINT, previous)
     return summary
+
+
+def summarise(
+    db: Path,
+    demo: DemoMarket,
+    split: str,
+    plan: ReplayPlan,
+    config: StackConfig,
+    console: Console,
+    complete: bool = True,
+) -> dict[str, object]:
+    """What the agent did live, beside ``smz evaluate`` of the same checkpoint on the same sessions and
+    the baselines there. Live and backtest must agree trade for trade over the replayed sessions."""
+    live = [_trade_key(t) for t in _gateway_trades(config)]
+    common = {"split": split, "start": plan.start, "end": plan.end}
+    backtest, result = run_evaluate(
+        db, demo.instrument, policy_name="muzero", checkpoint=config.checkpoint_dir, **common
+    )  # type: ignore[arg-type]
+    expected = [_trade_key(t) for t in result.trades.rows()]
+    baselines = {
+        name: run_evaluate(db, demo.instrument, policy_name=name, **common)[0]  # type: ignore[arg-type]
+        for name in ("hold", "random", "momentum", *(["oracle"] if demo.has_oracle else []))
+    }
+    pnl = np.array([t[-2] for t in live], dtype=np.float64)
+    summary: dict[str, object] = {
+        "market": demo.description,
+        "instrument": demo.instrument,
+        "checkpoint": backtest["checkpoint"],
+        "entry_gate": backtest["entry_gate"],
+        "sessions": int(backtest["sessions"]),  # type: ignore[call-overload]
+        "bars": plan.bars,
+        "last_bar_traded": _last_bar_traded(config),
+        "trades": len(live),
+        "expectancy_pips": float(pnl.mean()) if len(pnl) else 0.0,
+        "total_pips": float(pnl.sum()),
+        "backtest": {
+            k: backtest[k] for k in ("trades", "expectancy_pips", "total_pips", "expectancy_ci95", "health")
+        },
+        "matches_backtest": live == expected,
+        "baselines": {
+            name: {k: r[k] for k in ("trades", "expectancy_pips", "total_pips")}
+            for name, r in baselines.items()
+        },
+    }
+    table = Table(title=f"{demo.description}: {summary['sessions']} sessions of the {split} split")
+    for column in ("policy", "trades", "pips / trade", "total pips"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    table.add_row(
+        f"agent live ({summary['checkpoint']})", str(len(live)), f"{summary['expectancy_pips']:+.2f}",
+        f"{summary['total_pips']:+.1f}",
+    )  # fmt: skip
+    table.add_row(
+        "agent backtest (smz evaluate)", str(backtest["trades"]), f"{backtest['expectancy_pips']:+.2f}",
+        f"{backtest['total_pips']:+.1f}",
+    )  # fmt: skip
+    for name, r in baselines.items():
+        table.add_row(name, str(r["trades"]), f"{r['expectancy_pips']:+.2f}", f"{r['total_pips']:+.1f}")
+    console.print(table)
+    if complete:
+        verdict = (
+            "live = backtest, trade for trade"
+            if summary["matches_backtest"]
+            else "live DIFFERS from the backtest"
+        )
+        console.print(verdict)
+    return summary
+
+
+def _trade_key(trade: dict[str, object]) -> tuple[object, ...]:
+    return tuple(
+        trade[k]
+        for k in ("side", "entry_ts", "entry_price", "exit_ts", "exit_price", "pnl_pips", "exit_reason")
+    )
 
 
 def _status(config: StackConfig) -> str:

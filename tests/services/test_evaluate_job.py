@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from services.cli import app
+from shared.sessions import tile_sessions
 from shared.store import Store
 
 runner = CliRunner()
@@ -133,22 +134,53 @@ def test_oracle_refused_on_real_data_and_missing_features(tmp_path: Path, sample
 
 
 @pytest.mark.slow
-def test_up_trains_a_first_checkpoint_and_paper_trades_the_sample(tmp_path: Path) -> None:
+def test_up_trains_on_the_synthetic_market_and_trades_like_its_backtest(tmp_path: Path) -> None:
+    """The README's first command on its defaults, cut to 1,440 bars: it trains the demo agent,
+    paper-trades the test split live, and its summary equals `smz evaluate` of the same checkpoint
+    on the same sessions, with the baselines and the oracle beside it."""
+    checkpoints, run_dir = tmp_path / "checkpoints", tmp_path / "live"
+    db = tmp_path / "demo.duckdb"
+    common = ("--db", db, "--checkpoints", checkpoints, "--run-dir", run_dir)
+    out = smz("up", *common, "--pace-ms", "0", "--bars", "1440", "--exit-when-done")
+    assert "no checkpoint in" in out and "training for 768 episodes on the synthetic market" in out
+    assert "replay finished" in out and "live = backtest, trade for trade" in out
+    summary = last_json(out)
+    with Store(db, read_only=True) as store:
+        ds = store.load_dataset("SYNTHJPY")
+    tiled = tile_sessions(ds.starts_of("test"))
+    replayed = tiled[tiled + 360 <= tiled[0] + 1440]  # the sessions inside the first 1,440 bars
+    assert summary["instrument"] == "SYNTHJPY" and summary["sessions"] == len(replayed) >= 3
+    assert summary["matches_backtest"] is True
+    assert summary["entry_gate"]["allow_entries"] is True  # type: ignore[index]
+    assert summary["trades"] == summary["backtest"]["trades"] >= 2  # type: ignore[index]
+    assert summary["expectancy_pips"] == pytest.approx(summary["backtest"]["expectancy_pips"])  # type: ignore[index]
+    assert set(summary["baselines"]) == {"hold", "random", "momentum", "oracle"}  # type: ignore[arg-type]
+    # The gateway applied the order of the last session's last bar.
+    last_bar = int(ds.bars.ts[int(replayed[-1]) + 359])
+    assert summary["last_bar_traded"] == datetime.fromtimestamp(last_bar, UTC).isoformat()
+    # A second run finds the checkpoint and trains no more.
+    again = smz("up", *common, "--pace-ms", "0", "--bars", "360", "--exit-when-done")
+    assert "checkpoint: using" in again and "training for" not in again
+    assert last_json(again)["matches_backtest"] is True
+
+
+@pytest.mark.slow
+def test_up_on_the_real_sample_is_one_option_away(tmp_path: Path) -> None:
     checkpoints, run_dir = tmp_path / "checkpoints", tmp_path / "live"
     common = ("--db", tmp_path / "demo.duckdb", "--checkpoints", checkpoints, "--run-dir", run_dir)
-    out = smz("up", *common, "--train-minutes", "0.2", "--pace-ms", "0", "--bars", "300", "--exit-when-done")
-    assert "no checkpoint in" in out and "training for 0.2 minutes" in out
-    assert (checkpoints / "latest").exists()
-    assert "replaying 300 real bars" in out and "replay finished" in out
+    out = smz(
+        "up", "--market", "gbpjpy-sample", *common, "--train-minutes", "0.2", "--pace-ms", "0",
+        "--bars", "360", "--exit-when-done",
+    )  # fmt: skip
+    assert "training for 0.2 minutes on the gbpjpy-sample market" in out
     summary = last_json(out)
-    assert summary["bars"] == 300 and summary["trades"] >= 0
-    # The gateway applied the order of the 300th live bar (the feature builder warms up on 450).
+    assert summary["instrument"] == "GBPJPY" and summary["sessions"] == 1
+    assert summary["matches_backtest"] is True and "oracle" not in summary["baselines"]  # type: ignore[operator]
+    # The gateway applied the order of the session's last bar.
     with Store(tmp_path / "demo.duckdb", read_only=True) as store:
-        ts = store.load_bars("GBPJPY").ts
-    assert summary["last_bar_traded"] == datetime.fromtimestamp(int(ts[450 + 299]), UTC).isoformat()
-    # A second run finds the checkpoint and trains no more.
-    again = smz("up", *common, "--pace-ms", "0", "--bars", "50", "--exit-when-done")
-    assert "checkpoint: using" in again and "training for" not in again
+        ds = store.load_dataset("GBPJPY")
+    first = int(tile_sessions(ds.starts_of("test"))[0])
+    assert summary["last_bar_traded"] == datetime.fromtimestamp(int(ds.bars.ts[first + 359]), UTC).isoformat()
 
 
 def test_model_info_prints_the_exact_parameter_count() -> None:

@@ -45,14 +45,14 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample" / "HISTDATA_COM_ASCII_GBPJPY_M1_2017-01-sample.zip"
 SAMPLE_INSTRUMENT = "GBPJPY"
 SYNTH_INSTRUMENT = "SYNTHJPY"
-SYNTH_BARS = 120_000
+SYNTH_BARS = 200_000
 SYNTH_SEED = 0
 # The demo's training run: a small network (hidden 64) for a fixed number of episodes with the default
 # recipe, its temperature falling over those episodes. The CI-sized learning test trains the same.
 DEMO_EPISODES = 768
 DEMO_TRAIN_ARGS = (
     "--episodes", str(DEMO_EPISODES), "--workers", "1", "--sessions-per-round", "128",
-    "--updates-per-round", "400", "--validate-every", str(DEMO_EPISODES), "--validation-sessions", "16",
+    "--updates-per-round", "400", "--validate-every", str(DEMO_EPISODES), "--validation-sessions", "64",
     "--hidden", "64", "--tcn-channels", "16", "--temperature-decay-episodes", str(DEMO_EPISODES),
     "--seed", "0",
 )  # fmt: skip

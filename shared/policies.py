@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from shared.reward import Action
+from shared.schema import N_MARKET
 from shared.search import SearchConfig, search
 from shared.synth import oracle_actions
 
@@ -103,4 +104,7 @@ class SearchPolicy:
         self.config = config or SearchConfig.serving()
 
     def act(self, observation: np.ndarray, legal: np.ndarray, bars: np.ndarray) -> np.ndarray:
+        if not self.config.allow_entries and not observation[:, -1, N_MARKET].any():
+            # A closed entry gate with every root flat: the search could only answer HOLD.
+            return np.zeros(len(observation), dtype=np.int64)
         return search(self.model, observation, self.config).action

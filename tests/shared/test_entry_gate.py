@@ -12,6 +12,7 @@ from shared.env import MarketData
 from shared.model.config import ModelConfig
 from shared.model.inference import make_model_functions
 from shared.model.networks import MuZeroNetwork
+from shared.policies import SearchPolicy
 from shared.reward import Action
 from shared.search import EntryGate, SearchConfig, search
 from shared.search.search import gate_entries
@@ -63,8 +64,13 @@ def test_the_served_search_applies_the_gate(sample_market: tuple[MarketData, np.
     windows = np.repeat(windows, 8, axis=0)  # 32 flat roots
     free = search(fns, windows, SearchConfig())
     assert free.root_q.shape == (32, 4) and np.isnan(free.root_q[:, CLOSE]).all()  # CLOSE illegal when flat
-    closed = search(fns, windows, SearchConfig().gated(EntryGate(allow_entries=False)))
+    closed_config = SearchConfig().gated(EntryGate(allow_entries=False))
+    closed = search(fns, windows, closed_config)
     assert (closed.action == HOLD).all()
+    # The backtest's agent skips a search that could only answer HOLD, with the same actions.
+    assert np.array_equal(
+        SearchPolicy(fns, closed_config).act(windows, np.ones((32, 4), bool), starts), closed.action
+    )
     # The gate changes the action only, never the search itself.
     np.testing.assert_array_equal(closed.visit_counts, free.visit_counts)
     huge = search(fns, windows, SearchConfig().gated(EntryGate(margin=1e9)))

@@ -9,6 +9,7 @@ import torch
 from shared.bars import Bars
 from shared.dataset import build_dataset
 from shared.env import MarketData
+from shared.evaluation import evaluate_policy
 from shared.model.config import ModelConfig
 from shared.model.inference import make_model_functions
 from shared.model.networks import MuZeroNetwork
@@ -17,7 +18,7 @@ from shared.reward import Action
 from shared.search import EntryGate, SearchConfig, search
 from shared.search.search import gate_entries
 from shared.sessions import tile_sessions
-from shared.training.gate import GATE_MARGINS, choose_gate, has_edge
+from shared.training.gate import GATE_MARGINS, choose_gate, has_edge, sweep_margins
 
 HOLD, BUY, SELL, CLOSE = (int(a) for a in Action)
 NAN = np.nan
@@ -98,3 +99,19 @@ def test_without_an_edge_the_gate_closes_and_the_agent_holds(
     assert set(entry["gate_validation"]) == {f"{m:g}" for m in GATE_MARGINS}  # type: ignore[arg-type]
     assert EntryGate.from_manifest(entry) == choice.gate
     assert EntryGate.from_manifest({}) is None  # a manifest without a gate serves ungated
+
+
+def test_a_sweep_in_one_batch_equals_each_margin_alone(sample_market: tuple[MarketData, np.ndarray]) -> None:
+    market, starts = sample_market
+    torch.manual_seed(3)
+    fns = make_model_functions(MuZeroNetwork(ModelConfig(hidden=64, tcn_channels=16)).eval(), "auto")
+    config = SearchConfig(num_simulations=8)
+    swept = sweep_margins(fns, market, starts, config, (0.1, 0.4))
+    for margin, result in swept.items():
+        alone = evaluate_policy(market, starts, SearchPolicy(fns, config.gated(EntryGate(margin=margin))))
+        assert result.trades.rows() == alone.trades.rows(), margin
+        assert np.array_equal(result.trades.session, alone.trades.session)
+        assert np.array_equal(result.action_counts, alone.action_counts)
+        assert np.array_equal(result.flat_action_counts, alone.flat_action_counts)
+        assert result.metrics == alone.metrics
+    assert swept[0.1].metrics.trades > 0

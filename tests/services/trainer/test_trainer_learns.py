@@ -25,8 +25,10 @@ from shared.training.config import TrainingConfig
 
 CI_MODEL = ModelConfig(hidden=64, tcn_channels=16)
 CI_EPISODES = 768
-# Measured 2026-12-04 (AMD EPYC VM, 2 cores): 153 s of training; test split agent +19.50 pips over
-# 50 trades, random -4.01, oracle +28.83.
+# The `smz up` demo trains this same run (services/jobs/up.py). Measured 2026-12-04 on a 120,000-bar
+# market with 16 validation sessions and no entry gate: 153 s of training, test split +19.50 pips over
+# 50 trades (random -4.01, oracle +28.83). With the gate, 16 sessions were too few to show that edge
+# (interval [-4.8, +31.5]), hence 200,000 bars and 64 sessions now.
 CI_TRAINING = TrainingConfig(temperature_decay_episodes=CI_EPISODES)
 
 

@@ -347,7 +347,12 @@ def summarise(
 ) -> dict[str, object]:
     """What the agent did live, beside ``smz evaluate`` of the same checkpoint on the same sessions and
     the baselines there. Live and backtest must agree trade for trade over the replayed sessions."""
-    live = [_trade_key(t) for t in _gateway_trades(config)]
+    with Store(db, read_only=True) as store:
+        ts = store.load_bars(demo.instrument).ts
+    every = [_trade_key(t) for t in _gateway_trades(config)]
+    # Only the backtest's sessions compare: a live session that a gap cut short (exit reason
+    # session_break) is one the backtest never starts; its trades are reported apart.
+    live, cut_short = split_by_sessions(every, ts[plan.starts], ts[plan.starts + SESSION_BARS - 1])
     common = {"split": split, "start": plan.start, "end": plan.end}
     backtest, result = run_evaluate(
         db, demo.instrument, policy_name="muzero", checkpoint=config.checkpoint_dir, **common
@@ -367,6 +372,7 @@ def summarise(
         "bars": plan.bars,
         "last_bar_traded": _last_bar_traded(config),
         "trades": len(live),
+        "trades_in_sessions_cut_by_gaps": len(cut_short),
         "expectancy_pips": float(pnl.mean()) if len(pnl) else 0.0,
         "total_pips": float(pnl.sum()),
         "backtest": {
@@ -400,6 +406,18 @@ def summarise(
         )
         console.print(verdict)
     return summary
+
+
+def split_by_sessions(
+    trades: list[tuple[object, ...]], first_ts: np.ndarray, last_ts: np.ndarray
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """Trades (``_trade_key`` tuples) wholly inside one of the sessions [first_ts, last_ts], and the rest."""
+    inside, outside = [], []
+    for trade in trades:
+        entry, exit_ = int(trade[1]), int(trade[3])  # type: ignore[call-overload]
+        k = int(np.searchsorted(first_ts, entry, side="right")) - 1
+        (inside if k >= 0 and exit_ <= last_ts[k] else outside).append(trade)
+    return inside, outside
 
 
 def _trade_key(trade: dict[str, object]) -> tuple[object, ...]:

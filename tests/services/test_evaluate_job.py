@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -219,3 +220,17 @@ def test_date_range_all_splits_and_equity_plot(synth_db: Path, tmp_path: Path) -
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     result = runner.invoke(app, [str(a) for a in (*base, "--start", "2031-01-01")])
     assert result.exit_code == 2 and "no complete session" in result.output
+
+
+def test_up_compares_only_the_trades_of_the_backtests_sessions() -> None:
+    """A live session cut short by a gap is one the backtest never starts: its trades stand apart."""
+    from services.jobs.up import split_by_sessions
+
+    first = np.array([1_000, 30_000])  # two backtest sessions: [1,000, 22,540] and [30,000, 51,540]
+    last = first + 359 * 60
+    kept = ("long", 1_060, 1.0, 2_000, 1.1, 5.0, "close")
+    cut = ("short", 23_000, 1.0, 24_000, 0.9, 6.0, "session_break")  # between them: a broken session
+    second = ("long", 30_000, 1.0, 51_540, 1.2, 9.0, "session_end")
+    early = ("long", 500, 1.0, 900, 1.2, 9.0, "close")  # before any session
+    inside, outside = split_by_sessions([kept, cut, second, early], first, last)
+    assert inside == [kept, second] and outside == [cut, early]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from services.jobs.stack import StackConfig
+from services.trainer.settings import TrainerSettings
 
 
 def free_port() -> int:
@@ -45,3 +46,21 @@ def isolated_stack_config(
         "consumer": f"inference-{run_id}",
     }
     return StackConfig(**{**fields, **settings})
+
+
+def small_trainer_settings(db: Path, out: Path, episodes: int, validate_every: int) -> TrainerSettings:
+    """A trainer run of ``episodes`` on the SYNTHJPY market in ``db``: 4 sessions a round, 3 updates,
+    4 validation sessions with no trade minimum, one thread, no metrics server."""
+    return TrainerSettings(
+        db=db,
+        instrument="SYNTHJPY",
+        out=out,
+        episodes=episodes,
+        sessions_per_round=4,
+        updates_per_round=3,
+        validate_every=validate_every,
+        validation_sessions=4,
+        min_validation_trades=0,
+        threads=1,
+        metrics_port=0,
+    )

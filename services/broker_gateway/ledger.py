@@ -26,6 +26,13 @@ from shared.wire import OrderRequest, OrderResult, PositionMessage
 _TS = "make_timestamp(CAST(? AS BIGINT) * 1000000)"
 
 
+def _where(**equal_to: str | None) -> tuple[str, list[str]]:
+    """A ``WHERE`` clause (or nothing) requiring each given column to equal its value; None matches all."""
+    given = {column: value for column, value in equal_to.items() if value is not None}
+    clause = " AND ".join(f"{column} = ?" for column in given)
+    return (f" WHERE {clause}" if clause else ""), list(given.values())
+
+
 def _epoch(column: str) -> str:
     return f"epoch_us({column}) // 1000000"
 
@@ -355,17 +362,11 @@ class Ledger:
         self, instrument: str | None = None, account: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """The last ``limit`` trades (optionally of one instrument / account), oldest first."""
-        where, params = [], []
-        for column, value in (("instrument", instrument), ("account", account)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        where, params = _where(instrument=instrument, account=account)
         sql = (
             f"SELECT id, instrument, side, {_epoch('entry_ts')}, entry_price, {_epoch('exit_ts')}, "
             "exit_price, pnl_pips, bars_held, exit_reason, model_version, account, broker_entry_price, "
-            "broker_exit_price, broker_trade_id FROM trades"
-            + (f" WHERE {' AND '.join(where)}" if where else "")
-            + " ORDER BY id DESC LIMIT ?"
+            "broker_exit_price, broker_trade_id FROM trades" + where + " ORDER BY id DESC LIMIT ?"
         )
         rows = sorted(self._fetch(sql, [*params, limit]))
         out = []
@@ -381,16 +382,10 @@ class Ledger:
     ) -> list[dict[str, Any]]:
         """The last ``limit`` settled decision rewards (optionally of one instrument / account), in bar
         order (per account and instrument)."""
-        where, params = [], []
-        for column, value in (("instrument", instrument), ("account", account)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        where, params = _where(instrument=instrument, account=account)
         sql = (
             f"SELECT account, instrument, {_epoch('bar_ts')}, reward, reward_kind, idempotency_key "
-            "FROM rewards"
-            + (f" WHERE {' AND '.join(where)}" if where else "")
-            + " ORDER BY bar_ts DESC, account DESC, instrument DESC LIMIT ?"
+            "FROM rewards" + where + " ORDER BY bar_ts DESC, account DESC, instrument DESC LIMIT ?"
         )
         rows = self._fetch(sql, [*params, limit])
         out = [dict(zip(REWARD_COLUMNS, r, strict=True)) for r in reversed(rows)]

@@ -27,7 +27,6 @@ from services.jobs.features import run_features
 from services.jobs.ingest import run_ingest
 from services.jobs.stack import LiveStack, ServiceProcess, StackConfig, redis_answers
 from services.jobs.synth import run_synth
-from services.trainer.settings import TrainerSettings
 from services.trainer.worker import run_training
 from shared.env import TRADE_LOG_FIELDS, EnvConfig, MarketData, TradeLog, TradingEnv
 from shared.model.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, write_pointer
@@ -38,7 +37,7 @@ from shared.sessions import SESSION_BARS, SPLITS, tile_sessions
 from shared.store import Store
 from shared.training.config import TrainingConfig
 from shared.wire import idempotency_key
-from tests.helpers import iso, isolated_stack_config
+from tests.helpers import iso, isolated_stack_config, small_trainer_settings
 
 REPO = Path(__file__).resolve().parents[2]
 GBPJPY_2017 = REPO.parent / "shared" / "data" / "fx" / "GBPJPY" / "HISTDATA_COM_ASCII_GBPJPY_M1_2017.zip"
@@ -228,19 +227,7 @@ def _busiest_sessions(db: Path, instrument: str, trades: TradeLog, count: int) -
 
 
 def _train(db: Path, out: Path, reward: str) -> Path:
-    settings = TrainerSettings(
-        db=db,
-        instrument="SYNTHJPY",
-        out=out,
-        episodes=8,
-        sessions_per_round=4,
-        updates_per_round=3,
-        validate_every=8,
-        validation_sessions=4,
-        min_validation_trades=0,
-        threads=1,
-        metrics_port=0,
-    )
+    settings = small_trainer_settings(db, out, episodes=8, validate_every=8)
     run_training(settings, TrainingConfig(reward=reward, **TINY_TRAINING), TINY_MODEL)
     return resolve_checkpoint(out)
 

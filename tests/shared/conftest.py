@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 
 from shared.bars import Bars
+from shared.dataset import build_dataset
+from shared.env import MarketData
 from shared.ingest import parse_bars
+from shared.sessions import tile_sessions
+from shared.synth import generate_synthetic_market
 
 REPO = Path(__file__).resolve().parents[2]
 GBPJPY_2017 = REPO.parent / "shared" / "data" / "fx" / "GBPJPY" / "HISTDATA_COM_ASCII_GBPJPY_M1_2017.zip"
@@ -45,3 +49,12 @@ def gbpjpy_2017() -> Bars:
 def gbpjpy_sample() -> Bars:
     """The three-week real sample shipped in the repo."""
     return _bars_from_zip(SAMPLE, "GBPJPY")
+
+
+@pytest.fixture(scope="session")
+def synthetic() -> tuple[MarketData, np.ndarray, np.ndarray]:
+    """60,000 bars of the seeded synthetic market: its data, every session start, and its hidden regime."""
+    market = generate_synthetic_market("GBPJPY", n_bars=60_000, seed=0)
+    ds = build_dataset(market.bars)
+    data = MarketData("GBPJPY", market.bars.ts, market.bars.close, ds.features)
+    return data, tile_sessions(ds.session_starts), market.regime

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 
-from shared.dataset import build_dataset
 from shared.env import MarketData, TradingEnv
 from shared.evaluation import evaluate_policy
 from shared.metrics import (
@@ -20,8 +19,6 @@ from shared.metrics import (
 )
 from shared.policies import HoldPolicy, OraclePolicy
 from shared.reward import ACTIONS, Action
-from shared.sessions import tile_sessions
-from shared.synth import generate_synthetic_market
 
 SIDE = 9  # position_side column of the window's current row
 
@@ -228,14 +225,6 @@ class BuyThenHold:
 
     def act(self, observation: np.ndarray, legal: np.ndarray, bars: np.ndarray) -> np.ndarray:
         return np.where(observation[:, -1, SIDE] == 0, Action.BUY, Action.HOLD).astype(np.int64)
-
-
-@pytest.fixture(scope="module")
-def synthetic() -> tuple[MarketData, np.ndarray, np.ndarray]:
-    market = generate_synthetic_market("GBPJPY", n_bars=60_000, seed=0)
-    ds = build_dataset(market.bars)
-    data = MarketData("GBPJPY", market.bars.ts, market.bars.close, ds.features)
-    return data, tile_sessions(ds.session_starts), market.regime
 
 
 def test_flat_hold_share_counts_only_flat_decisions(

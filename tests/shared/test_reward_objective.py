@@ -10,24 +10,13 @@ docs/TRAINING.md gives the numbers on the 200,000-bar market.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from shared.dataset import build_dataset
 from shared.env import EnvConfig, MarketData, TradingEnv
 from shared.metrics import trade_metrics
 from shared.reward import Action
-from shared.sessions import tile_sessions
-from shared.synth import generate_synthetic_market, oracle_actions
+from shared.synth import oracle_actions
 
 SIDE, PNL = 9, 10  # position_side and position_pips (tanh(p / 100)) of the window's current row
-
-
-@pytest.fixture(scope="module")
-def synthetic() -> tuple[MarketData, np.ndarray, np.ndarray]:
-    market = generate_synthetic_market("GBPJPY", n_bars=60_000, seed=0)
-    ds = build_dataset(market.bars)
-    data = MarketData("GBPJPY", market.bars.ts, market.bars.close, ds.features)
-    return data, tile_sessions(ds.session_starts), market.regime
 
 
 def take_first_profit(regime: np.ndarray):  # type: ignore[no-untyped-def]

@@ -20,6 +20,7 @@ from services.trainer.worker import run_training
 from shared.model.checkpoint import list_checkpoints, load_checkpoint, read_pointer, resolve_checkpoint
 from shared.model.config import ModelConfig
 from shared.training.config import TrainingConfig
+from tests.helpers import small_trainer_settings
 
 SMALL = ModelConfig(hidden=32, tcn_channels=8, support_size=20)
 FAST = TrainingConfig(replay_min_size=4, collect_simulations=4, validation_simulations=4, batch_size=16)
@@ -34,19 +35,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def settings(db: Path, out: Path, episodes: int) -> TrainerSettings:
-    return TrainerSettings(
-        db=db,
-        instrument="SYNTHJPY",
-        out=out,
-        episodes=episodes,
-        sessions_per_round=4,
-        updates_per_round=3,
-        validate_every=4,
-        validation_sessions=4,
-        min_validation_trades=0,
-        threads=1,
-        metrics_port=0,
-    )
+    return small_trainer_settings(db, out, episodes, validate_every=4)
 
 
 def test_trains_checkpoints_and_resumes(db: Path, tmp_path: Path) -> None:

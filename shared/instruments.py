@@ -6,6 +6,21 @@ import re
 
 _NAME = re.compile(r"^[A-Z0-9]{3,16}$")
 
+# Instruments that get metric series of their own; any other name is counted as "other", so a client
+# cannot create series at will. The 28 pairs of the eight majors, gold and silver, and the synthetic
+# market's names; services add what they are configured to trade.
+_MAJORS = ("EUR", "GBP", "AUD", "NZD", "USD", "CAD", "CHF", "JPY")
+KNOWN_INSTRUMENTS: frozenset[str] = frozenset(
+    {a + b for i, a in enumerate(_MAJORS) for b in _MAJORS[i + 1 :]}
+    | {"XAUUSD", "XAGUSD", "SYNTHJPY", "SYNTHUSD"}
+)
+OTHER_INSTRUMENT = "other"
+
+
+def instrument_label(name: str, known: frozenset[str] | set[str] = KNOWN_INSTRUMENTS) -> str:
+    """``name`` as a metric label: itself if known, else ``"other"``."""
+    return name if name in known else OTHER_INSTRUMENT
+
 
 def validate_instrument(name: str) -> str:
     """Return the canonical instrument name or raise ValueError with what is wrong."""

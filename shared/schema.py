@@ -35,6 +35,15 @@ N_MARKET: Final = len(MARKET_FEATURES)  # 9
 N_POSITION: Final = len(POSITION_FEATURES)  # 6
 N_FEATURES: Final = len(FEATURES)  # 15
 
+# The closed range of each feature, in ``FEATURES`` order: range positions and min-max scalings lie in
+# [0, 1], tanh and cos/sin in [-1, 1]; the position's side in {-1, 0, 1}, its drawdowns <= 0, its
+# bar count and accumulated drawdown >= 0 (tanh-scaled). A window outside them was not made here.
+FEATURE_RANGES: Final = (
+    (0.0, 1.0), (0.0, 1.0), (0.0, 1.0), (0.0, 1.0), (-1.0, 1.0), (-1.0, 1.0), (-1.0, 1.0), (-1.0, 1.0),
+    (-1.0, 1.0),
+    (-1.0, 1.0), (-1.0, 1.0), (0.0, 1.0), (-1.0, 0.0), (-1.0, 0.0), (0.0, 1.0),
+)  # fmt: skip
+
 WINDOW: Final = 32  # rows per observation window, row 0 oldest
 RANGE_BARS: Final = 60  # w60 window for ranges and min-max scaling
 MOMENTUM_LONG: Final = 60

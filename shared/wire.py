@@ -10,6 +10,7 @@ Flow of one closed bar:
 from __future__ import annotations
 
 import math
+import time
 from typing import Literal
 
 import numpy as np
@@ -17,11 +18,40 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.position import PIPS_PER_REWARD, ClosedTrade
 from shared.reward import DEFAULT_REWARD, N_ACTIONS, reward_name
-from shared.schema import N_FEATURES, N_MARKET, SCHEMA_HASH, WINDOW
+from shared.schema import FEATURE_RANGES, FEATURES, N_FEATURES, N_MARKET, SCHEMA_HASH, WINDOW
 
 WINDOWS_STREAM = "smz:windows"
 POSITIONS_STREAM = "smz:positions"
 INFERENCE_GROUP = "inference"
+
+# Bounds of what a live message may carry. Bars: whole minutes from 2000 on, at most a minute ahead
+# of this machine's clock (a bar is published after it closes, so even a skewed clock stays inside).
+EARLIEST_BAR_TS = 946_684_800  # 2000-01-01 00:00 UTC
+MAX_BAR_AHEAD_SECONDS = 60
+MAX_PRICE = 1e7  # above any quoted instrument's price; keeps every P&L sum finite
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"  # accounts and session ids: they go into Redis keys
+INSTRUMENT_FIELD = Field(min_length=3, max_length=16, pattern=r"^[A-Z0-9]+$")
+_LOW = np.array([lo for lo, _ in FEATURE_RANGES], dtype=np.float32)
+_HIGH = np.array([hi for _, hi in FEATURE_RANGES], dtype=np.float32)
+
+
+def check_bar_ts(ts: int, now: float | None = None) -> int:
+    """A bar's open time as a live message may carry it, or ValueError saying why not."""
+    if ts % 60:
+        raise ValueError(f"bar_ts must be a whole minute (epoch seconds divisible by 60), got {ts}")
+    if ts < EARLIEST_BAR_TS:
+        raise ValueError(f"bar_ts {ts} is before 2000-01-01, not a bar of this market")
+    ahead = ts - (time.time() if now is None else now)
+    if ahead > MAX_BAR_AHEAD_SECONDS:
+        raise ValueError(f"bar_ts {ts} is {ahead:.0f} s in the future (at most {MAX_BAR_AHEAD_SECONDS} s)")
+    return ts
+
+
+def check_price(value: float, name: str = "close") -> float:
+    """A finite positive price below ``MAX_PRICE``, or ValueError."""
+    if not math.isfinite(value) or not 0 < value < MAX_PRICE:
+        raise ValueError(f"{name} must be a finite positive price below {MAX_PRICE:g}, got {value}")
+    return value
 
 
 def position_key(account: str, instrument: str) -> str:
@@ -34,14 +64,19 @@ def idempotency_key(account: str, instrument: str, bar_ts: int) -> str:
 
 
 def check_window(window: np.ndarray) -> np.ndarray:
-    """Validate a (32, 15) observation window; returns it as float32 or raises ValueError saying why."""
-    w = np.asarray(window, dtype=np.float64)
-    if w.shape != (WINDOW, N_FEATURES):
-        raise ValueError(f"window must be {WINDOW} rows x {N_FEATURES} columns, got shape {w.shape}")
+    """Validate a (32, 15) observation window; returns it as float32 or raises ValueError saying why.
+
+    Values are checked as the model sees them, after the float32 cast (1e39 is finite in float64 and
+    infinite in float32), and against each feature's range (``shared.schema.FEATURE_RANGES``)."""
+    w64 = np.asarray(window, dtype=np.float64)
+    if w64.shape != (WINDOW, N_FEATURES):
+        raise ValueError(f"window must be {WINDOW} rows x {N_FEATURES} columns, got shape {w64.shape}")
+    with np.errstate(over="ignore"):
+        w = w64.astype(np.float32)
     bad = ~np.isfinite(w)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise ValueError(f"window holds a non-finite number at row {r}, column {c}")
+        raise ValueError(f"window holds a non-finite number at row {r}, column {c} (as float32)")
     pos = w[:, N_MARKET:]
     if not (pos == pos[-1]).all():
         raise ValueError("position columns 9-14 must be the same on every row (the current position)")
@@ -57,7 +92,15 @@ def check_window(window: np.ndarray) -> np.ndarray:
             "impossible position state: need bars_since_entry >= 0, pips_from_peak <= 0, "
             "max_drawdown_pips <= 0, accumulated_dd >= 0"
         )
-    return w.astype(np.float32)
+    outside = (w < _LOW) | (w > _HIGH)
+    if outside.any():
+        r, c = np.argwhere(outside)[0]
+        lo, hi = FEATURE_RANGES[c]
+        raise ValueError(
+            f"window value {float(w64[r, c])!r} at row {r}, column {c} ({FEATURES[c]}) is outside "
+            f"the feature's range [{lo:g}, {hi:g}]"
+        )
+    return w
 
 
 class DecisionRequest(BaseModel):
@@ -65,9 +108,9 @@ class DecisionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    instrument: str = Field(min_length=3, max_length=16, pattern=r"^[A-Z0-9]+$")
+    instrument: str = INSTRUMENT_FIELD
     window: list[list[float]] = Field(description=f"{WINDOW} rows (oldest first) x {N_FEATURES} features")
-    schema_hash: str = Field(SCHEMA_HASH, description="feature schema hash of the window")
+    schema_hash: str = Field(SCHEMA_HASH, max_length=64, description="feature schema hash of the window")
 
     @field_validator("schema_hash")
     @classmethod
@@ -89,6 +132,14 @@ class DecisionRequest(BaseModel):
 
 
 RewardName = Literal["equity", "amddp1"]
+
+
+def _bar_ts_now(value: int) -> int:
+    return check_bar_ts(value)
+
+
+def _close_price(value: float) -> float:
+    return check_price(value)
 
 
 def _reward_name(value: object) -> object:
@@ -114,15 +165,18 @@ class WindowMessage(BaseModel):
     session (``kind="session_break"``: no window, the gateway closes any open position)."""
 
     kind: Literal["window", "session_break"] = "window"
-    instrument: str
+    instrument: str = INSTRUMENT_FIELD
     bar_ts: int  # bar open time, epoch seconds UTC
     close: float
-    schema_hash: str = SCHEMA_HASH
-    session_id: str
-    step: int  # bar's step in its session (-1 for a session break)
+    schema_hash: str = Field(SCHEMA_HASH, max_length=64)
+    session_id: str = Field(max_length=64)
+    step: int = Field(ge=-1, le=100_000)  # bar's step in its session (-1 for a session break)
     last_bar: bool = False
     window: list[list[float]] | None = None
-    published_at: float = 0.0  # epoch seconds, for bar-to-order latency
+    published_at: float = Field(0.0, ge=0, allow_inf_nan=False)  # epoch seconds, for bar-to-order latency
+
+    _bar_ts = field_validator("bar_ts")(_bar_ts_now)
+    _close = field_validator("close")(_close_price)
 
     @model_validator(mode="after")
     def _window_for_windows(self) -> WindowMessage:
@@ -146,31 +200,26 @@ class OrderRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    idempotency_key: str = Field(min_length=1, max_length=200)
-    account: str = Field(min_length=1, max_length=64)
-    instrument: str = Field(min_length=3, max_length=16, pattern=r"^[A-Z0-9]+$")
+    idempotency_key: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+    account: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
+    instrument: str = INSTRUMENT_FIELD
     bar_ts: int
     close: float
     action: int = Field(ge=0, lt=N_ACTIONS)
     kind: Literal["decision", "session_break"] = "decision"
-    session_id: str
-    step: int
+    session_id: str = Field(max_length=64)
+    step: int = Field(ge=-1, le=100_000)
     last_bar: bool = False
-    model_version: str = ""
-    published_at: float = 0.0
+    model_version: str = Field("", max_length=128)
+    published_at: float = Field(0.0, ge=0, allow_inf_nan=False)
     # The reward the gateway computes (the one the model was trained with: ``shared.reward``; earlier
     # names accepted) and the equity reward's scale, as in the model's training configuration.
     reward: RewardName = DEFAULT_REWARD
-    pips_per_reward: float = Field(PIPS_PER_REWARD, gt=0, allow_inf_nan=False)
+    pips_per_reward: float = Field(PIPS_PER_REWARD, gt=0, le=1e6, allow_inf_nan=False)
 
     _reward = field_validator("reward", mode="before")(_reward_name)
-
-    @field_validator("close")
-    @classmethod
-    def _finite_positive(cls, value: float) -> float:
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"close must be a finite positive price, got {value}")
-        return value
+    _bar_ts = field_validator("bar_ts")(_bar_ts_now)
+    _close = field_validator("close")(_close_price)
 
     @model_validator(mode="after")
     def _decision_step(self) -> OrderRequest:

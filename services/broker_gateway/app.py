@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -14,10 +13,11 @@ from pydantic import BaseModel, Field
 
 from services.api_errors import install_error_handlers
 from services.broker_gateway.brokers import Broker, PaperBroker
-from services.broker_gateway.engine import Gateway, OrderConflictError
+from services.broker_gateway.engine import Gateway, OrderConflictError, OrderRejectedError
 from services.broker_gateway.ledger import PositionRecord
 from services.broker_gateway.oanda import OandaBroker
 from services.broker_gateway.settings import GatewaySettings
+from services.http_guard import RequestGuard, bearer_matches
 from shared.wire import OrderRequest, OrderResult
 
 
@@ -110,7 +110,8 @@ def _position_view(record: PositionRecord) -> PositionView:
     )
 
 
-_bearer = HTTPBearer(auto_error=False, description="SMZ_GATEWAY_TOKEN")
+_bearer = HTTPBearer(auto_error=False, description="SMZ_GATEWAY_TOKEN (or the admin token)")
+_admin_bearer = HTTPBearer(auto_error=False, scheme_name="AdminBearer", description="SMZ_GATEWAY_ADMIN_TOKEN")
 
 
 def require_token(
@@ -124,11 +125,26 @@ def require_token(
             headers={"WWW-Authenticate": "Bearer"},
         )
     # Constant-time comparison: the time taken must not tell how much of a guess was right.
-    if not hmac.compare_digest(credentials.credentials.encode(), request.app.state.token):
+    tokens = (request.app.state.token, request.app.state.admin_token)
+    if not bearer_matches(f"Bearer {credentials.credentials}".encode(), tokens):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "invalid bearer token",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+
+
+def require_admin_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)]
+) -> None:
+    """401 unless the request carries the admin token (``SMZ_GATEWAY_ADMIN_TOKEN``)."""
+    if credentials is None or not bearer_matches(
+        f"Bearer {credentials.credentials}".encode(), (request.app.state.admin_token,)
+    ):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "the kill switch takes the admin token (SMZ_GATEWAY_ADMIN_TOKEN)",
+            headers={"WWW-Authenticate": "Bearer"},
         )
 
 
@@ -152,11 +168,25 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
         description="Executes the model's orders bar by bar (SPEC section 5), keeps the ledger and "
         "publishes positions to Redis. See docs/GATEWAY.md.",
         lifespan=lifespan,
+        **({} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
     )
     install_error_handlers(app)
     app.state.gateway = gateway
-    app.state.token = settings.token.get_secret_value().encode()
+    token = settings.token.get_secret_value().encode()
+    admin = settings.admin_secret.encode()
+    app.state.token, app.state.admin_token = token, admin
+
+    def rule(method: str, path: str) -> tuple[bytes, ...] | None:
+        """The kill switch's changes take the admin token; every other /v1 call the order token."""
+        if method == "POST" and path in ("/v1/halt", "/v1/resume"):
+            return (admin,)
+        return (token, admin) if path.startswith("/v1/") else None
+
+    # Token and body size are checked before the body is read (services/http_guard.py); the
+    # dependencies below repeat the token check and document it in the OpenAPI schema.
+    app.add_middleware(RequestGuard, rule=rule, max_body_bytes=settings.max_body_bytes)
     auth = [Depends(require_token)]
+    admin_auth = [Depends(require_admin_token)]
 
     # Sync handlers: they block on the broker, DuckDB and Redis, so FastAPI runs them in its threadpool.
     @app.post(
@@ -166,6 +196,7 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
         responses={
             **_UNAUTHORIZED,
             409: {"description": "Out of order, or the key was used for another order"},
+            422: {"description": "Malformed order, or a close outside the price band; 'message' says why"},
         },
     )
     def post_order(order: OrderRequest) -> OrderResult:
@@ -174,13 +205,15 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
             return gateway.submit(order)
         except OrderConflictError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        except OrderRejectedError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
 
-    @app.post("/v1/halt", response_model=HaltStatus, dependencies=auth, responses=_UNAUTHORIZED)
+    @app.post("/v1/halt", response_model=HaltStatus, dependencies=admin_auth, responses=_UNAUTHORIZED)
     def halt(body: HaltRequest | None = None) -> HaltStatus:
         """Kill switch on: new entries are refused (closes still go through). Survives a restart."""
         return HaltStatus(**gateway.set_halted(True, body.reason if body else ""))
 
-    @app.post("/v1/resume", response_model=HaltStatus, dependencies=auth, responses=_UNAUTHORIZED)
+    @app.post("/v1/resume", response_model=HaltStatus, dependencies=admin_auth, responses=_UNAUTHORIZED)
     def resume(body: HaltRequest | None = None) -> HaltStatus:
         """Kill switch off."""
         return HaltStatus(**gateway.set_halted(False, body.reason if body else ""))

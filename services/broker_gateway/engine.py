@@ -22,7 +22,7 @@ import redis
 from services.broker_gateway.brokers import Broker, BrokerError, Fill, PaperBroker
 from services.broker_gateway.ledger import FillRecord, Ledger, PositionRecord, TradeRecord
 from services.broker_gateway.metrics import GatewayMetrics
-from services.broker_gateway.risk import DAY_SECONDS, RiskLimits, RiskRefusal
+from services.broker_gateway.risk import RiskLimits, RiskRefusal, TradingDay
 from services.broker_gateway.settings import GatewaySettings
 from shared.env import EXIT_SESSION_END
 from shared.instruments import pip_size
@@ -37,6 +37,14 @@ _ENTRIES = (Action.BUY, Action.SELL)
 
 class OrderConflictError(Exception):
     """The order cannot be processed as sent: out of order, or a key reused for another order (409)."""
+
+
+class OrderRejectedError(ValueError):
+    """The order's values cannot be true: a close outside the price band of the last close (422)."""
+
+
+# A close is judged against the last one only within this time: after a longer gap any price goes.
+PRICE_BAND_LOOKBACK_SECONDS = 3600
 
 
 @dataclass
@@ -66,7 +74,11 @@ class Gateway:
         self.settings = settings
         self.broker = broker
         self.metrics = metrics or GatewayMetrics()
-        self.risk = RiskLimits(settings.max_daily_loss_pips, settings.stale_bar_seconds)
+        self.metrics.trading_day = TradingDay(settings.day_boundary, settings.day_boundary_zone)
+        max_loss, stale = settings.risk_limits()
+        self.risk = RiskLimits(
+            max_loss, stale, day=TradingDay(settings.day_boundary, settings.day_boundary_zone)
+        )
         self.redis = redis.Redis.from_url(
             settings.redis_url,
             socket_timeout=settings.redis_timeout_seconds,
@@ -76,8 +88,12 @@ class Gateway:
         self._ledger: Ledger | None = None
         self._positions: dict[tuple[str, str], PositionRecord] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._guard = threading.Lock()  # the two dicts above
+        self._guard = threading.Lock()  # the two dicts above and the outbox
         self._control_lock = threading.Lock()
+        # Positions whose publish failed (Redis down): published again by the outbox thread.
+        self._outbox: set[tuple[str, str]] = set()
+        self._stopping = threading.Event()
+        self._outbox_thread: threading.Thread | None = None
 
     @property
     def ledger(self) -> Ledger:
@@ -110,8 +126,15 @@ class Gateway:
         )
         if not isinstance(self.broker, PaperBroker):
             self.reconcile()
+        self._stopping.clear()
+        self._outbox_thread = threading.Thread(target=self._drain_outbox, name="gateway-outbox", daemon=True)
+        self._outbox_thread.start()
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._outbox_thread is not None:
+            self._outbox_thread.join(timeout=5)
+            self._outbox_thread = None
         shutdown = getattr(self.broker, "shutdown", None)
         if callable(shutdown):
             shutdown()
@@ -190,6 +213,11 @@ class Gateway:
                         f"({stored.account}/{stored.instrument}, bar {_utc(stored.bar_ts)})"
                     )
                 self.metrics.order(req.instrument, label, "duplicate")
+                # A repeated order is how a lost position message shows (the feature builder re-sends
+                # its window): publish the position again.
+                record = self._positions.get(key)
+                if record is not None:
+                    self._publish(record)
                 return stored.result.model_copy(update={"duplicate": True})
             current = self._positions.get(key) or self._new_position(req)
             last = current.last_bar_ts
@@ -200,6 +228,7 @@ class Gateway:
                     f"processed bar {_utc(last)} ({last}) of {req.account}/{req.instrument}; "
                     "a stale or replayed bar under a new idempotency key is refused"
                 )
+            self._check_price_band(req, current, label)
             plan = self._plan(req, current)
             try:
                 self.ledger.record(
@@ -217,6 +246,20 @@ class Gateway:
         self._observe(req, plan, label, started)
         return plan.result
 
+    def _check_price_band(self, req: OrderRequest, current: PositionRecord, label: str) -> None:
+        last, band = current.last_close, self.settings.price_band
+        if last is None or current.last_bar_ts is None or band <= 0:
+            return
+        if req.bar_ts - current.last_bar_ts > PRICE_BAND_LOOKBACK_SECONDS:
+            return
+        move = req.close / last - 1.0
+        if abs(move) > band:
+            self.metrics.order(req.instrument, label, "rejected")
+            raise OrderRejectedError(
+                f"close {req.close} is {move:+.1%} from the last close {last} of {req.account}/"
+                f"{req.instrument} (bar {_utc(current.last_bar_ts)}); the price band is +-{band:.0%}"
+            )
+
     def _lock_for(self, key: tuple[str, str]) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
@@ -228,7 +271,7 @@ class Gateway:
     def _plan(self, req: OrderRequest, current: PositionRecord) -> _Plan:
         key = req.idempotency_key
         work = current.copy()
-        work.last_bar_ts = req.bar_ts
+        work.last_bar_ts, work.last_close = req.bar_ts, req.close
         trades: list[TradeRecord] = []
         fills: list[FillRecord] = []
         settled: list[Settlement] = []  # earlier decisions' rewards this order completed
@@ -260,7 +303,7 @@ class Gateway:
             # a pending reward stays pending); the refused decision did nothing and earns 0.
             self.metrics.broker_errors.inc()
             logger.error("%s/%s order %s refused: %s", req.account, req.instrument, key, reason)
-            base.last_bar_ts = req.bar_ts
+            base.last_bar_ts, base.last_close = req.bar_ts, req.close
             return _Plan(
                 base, result("refused", reason, base.state, 0.0 if decision else None), trades, fills
             )
@@ -304,7 +347,7 @@ class Gateway:
         risk: RiskRefusal | None = None
         if action in _ENTRIES and not work.state.side:
             risk = self.risk.check_entry(
-                req.bar_ts, time.time(), lambda day: self._day_pnl(req.account, day, trades)
+                req.bar_ts, time.time(), lambda start, end: self._day_pnl(req.account, start, end, trades)
             )
             if risk is not None:
                 action = Action.HOLD  # the state machine sees a HOLD; the order is refused
@@ -435,17 +478,23 @@ class Gateway:
             broker_trade_id=work.broker_trade_id or exit_fill.trade_id,
         )
 
-    def _day_pnl(self, account: str, day_start: int, pending: list[TradeRecord]) -> float:
-        """The account's P&L of the UTC day: the ledger's trades plus this order's not yet written."""
-        pnl = self.ledger.daily_pnl(account, day_start)
-        return pnl + sum(
-            t.trade.pnl_pips for t in pending if day_start <= t.trade.exit_ts < day_start + DAY_SECONDS
-        )
+    def _day_pnl(self, account: str, start: int, end: int, pending: list[TradeRecord]) -> float:
+        """The account's P&L of the trading day [start, end): the ledger's closed trades, this order's
+        not yet written, and the unrealised P&L of its open positions at their last marks."""
+        pnl = self.ledger.daily_pnl(account, start, end)
+        pnl += sum(t.trade.pnl_pips for t in pending if start <= t.trade.exit_ts < end)
+        with self._guard:
+            open_pnl = sum(
+                r.state.pnl for r in self._positions.values() if r.account == account and r.state.side
+            )
+        return pnl + open_pnl
 
     # -------------------------------------------------------------- outputs
-    def _publish(self, record: PositionRecord) -> None:
-        """SET the position key and XADD to the positions stream, atomically, in one round trip."""
+    def _publish(self, record: PositionRecord) -> bool:
+        """SET the position key and XADD to the positions stream, atomically, in one round trip.
+        False (and the key in the outbox) when Redis did not take it."""
         payload = record.message().model_dump_json()
+        key = (record.account, record.instrument)
         try:
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.set(position_key(record.account, record.instrument), payload)
@@ -457,11 +506,35 @@ class Gateway:
                 )
                 pipe.execute()
         except redis.RedisError as exc:
-            # The order stands (it is in the ledger); the feature builder will wait and complain.
+            # The order stands (it is in the ledger): the outbox publishes the position once Redis
+            # is back, and the feature builder's re-sent window asks for it again meanwhile.
             self.metrics.publish_errors.inc()
+            with self._guard:
+                self._outbox.add(key)
             logger.error(
-                "cannot publish the %s/%s position to Redis: %s", record.account, record.instrument, exc
+                "cannot publish the %s/%s position to Redis: %s; it is published again once Redis answers",
+                record.account,
+                record.instrument,
+                exc,
             )
+            return False
+        with self._guard:
+            self._outbox.discard(key)
+        return True
+
+    def _drain_outbox(self, every: float = 1.0) -> None:
+        """Publish the current position of each key whose publish failed, until each goes through."""
+        while not self._stopping.wait(every):
+            with self._guard:
+                keys = sorted(self._outbox)
+            for key in keys:
+                record = self._positions.get(key)
+                if record is None:
+                    continue
+                with self._lock_for(key):  # not between an order's ledger write and its own publish
+                    if not self._publish(self._positions[key]):
+                        break  # Redis is still away
+                logger.info("published the %s/%s position from the outbox", *key)
 
     def _observe(self, req: OrderRequest, plan: _Plan, label: str, started: float) -> None:
         m = self.metrics

@@ -115,6 +115,7 @@ class PositionRecord:
     entry_model_version: str = ""
     broker_entry_price: float | None = None
     broker_trade_id: str = ""
+    last_close: float | None = None  # the last processed bar's close (the price band's reference)
 
     def copy(self) -> PositionRecord:
         """An independent copy to plan an order on (``PositionState`` is mutable)."""
@@ -341,7 +342,9 @@ class Ledger:
     def positions(self) -> list[PositionRecord]:
         rows = self._fetch(
             f"SELECT account, instrument, state, session_id, {_epoch('last_bar_ts')}, entry_model_version, "
-            "broker_entry_price, broker_trade_id FROM positions ORDER BY account, instrument"
+            "broker_entry_price, broker_trade_id, (SELECT o.model_price FROM orders o "
+            "WHERE o.account = p.account AND o.instrument = p.instrument ORDER BY o.bar_ts DESC LIMIT 1) "
+            "FROM positions p ORDER BY account, instrument"
         )
         return [
             PositionRecord(
@@ -353,6 +356,7 @@ class Ledger:
                 entry_model_version=r[5],
                 broker_entry_price=r[6],
                 broker_trade_id=r[7],
+                last_close=r[8],
             )
             for r in rows
         ]
@@ -398,12 +402,12 @@ class Ledger:
         rows = self._fetch(f"SELECT instrument, {_epoch('exit_ts')}, pnl_pips FROM trades ORDER BY id")
         return [(r[0], int(r[1]), float(r[2])) for r in rows]
 
-    def daily_pnl(self, account: str, day_start: int) -> float:
-        """P&L in pips of the account's trades closed in the UTC day starting at ``day_start``."""
+    def daily_pnl(self, account: str, start: int, end: int) -> float:
+        """P&L in pips of the account's trades closed in [start, end) (epoch seconds)."""
         rows = self._fetch(
             f"SELECT coalesce(sum(pnl_pips), 0) FROM trades WHERE account = ? AND exit_ts >= {_TS} "
             f"AND exit_ts < {_TS}",
-            [account, day_start, day_start + 86_400],
+            [account, start, end],
         )
         return float(rows[0][0])
 

@@ -6,12 +6,14 @@ import logging
 import signal
 import sys
 from types import FrameType
+from urllib.parse import urlsplit
 
 import uvicorn
 from pydantic import ValidationError
 
 from services.broker_gateway.app import create_app
 from services.broker_gateway.settings import DEFAULT_TOKEN, GatewaySettings
+from services.secrets import mask_secrets_in_logs, redact_url
 
 logger = logging.getLogger("services.broker_gateway")
 
@@ -32,6 +34,12 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    mask_secrets_in_logs(
+        settings.token.get_secret_value(),
+        settings.admin_token.get_secret_value() if settings.admin_token else None,
+        settings.oanda_token.get_secret_value() if settings.oanda_token else None,
+        urlsplit(settings.redis_url).password,
+    )
     if settings.token.get_secret_value() == DEFAULT_TOKEN:
         logger.warning(
             "using the paper demo token: set SMZ_GATEWAY_TOKEN for anything but local paper trading"
@@ -42,7 +50,7 @@ def main() -> None:
         settings.port,
         settings.broker,
         settings.ledger_db,
-        settings.redis_url,
+        redact_url(settings.redis_url),
     )
     # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes in-flight requests, then runs the
     # app's shutdown (broker, Redis and ledger closed cleanly). Afterwards it re-raises the signal to

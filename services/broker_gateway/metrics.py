@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.broker_gateway.risk import DAY_SECONDS
+from services.broker_gateway.risk import TradingDay
 from services.observability import LATENCY_BUCKETS
+from shared.instruments import KNOWN_INSTRUMENTS, instrument_label
 
 # Symmetric around 0, finer near the 4-pip spread where most trades end.
 _PNL_EDGES = (1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 40, 50, 60)
@@ -111,17 +112,24 @@ class GatewayMetrics:
             registry=r,
         )
         self._stats: dict[str, _TradeStats] = {}
+        self.instruments: set[str] = set(KNOWN_INSTRUMENTS)  # label allowlist of order counts
+        self.trading_day = TradingDay()  # the gateway sets its own: the daily P&L gauge follows it
         self._last_bar: dict[str, int] = {}
         self._lock = threading.Lock()  # trade stats are updated from several request threads
 
+    def day_of(self, ts: int) -> int:
+        """The start (epoch seconds) of the trading day holding ``ts``."""
+        return self.trading_day.bounds(ts)[0]
+
     def order(self, instrument: str, action: str, status: str) -> None:
-        self.orders.labels(instrument, action, status).inc()
+        """Count one order; a refused order's made-up instrument counts as "other"."""
+        self.orders.labels(instrument_label(instrument, self.instruments), action, status).inc()
 
     def bar(self, instrument: str, bar_ts: int) -> None:
         """A bar was processed: its time, and a new UTC day resets the daily P&L."""
         with self._lock:
             stats = self._stats.setdefault(instrument, _TradeStats())
-            self._roll_day(instrument, stats, bar_ts // DAY_SECONDS)
+            self._roll_day(instrument, stats, self.day_of(bar_ts))
             # Several accounts may trade an instrument: the gauge shows the newest bar of any.
             self._last_bar[instrument] = max(bar_ts, self._last_bar.get(instrument, bar_ts))
             self.last_bar_ts.labels(instrument).set(self._last_bar[instrument])
@@ -133,7 +141,7 @@ class GatewayMetrics:
             stats.trades += 1
             stats.wins += pnl_pips > 0
             stats.total += pnl_pips
-            day = exit_ts // DAY_SECONDS
+            day = self.day_of(exit_ts)
             if day > stats.day:
                 self._roll_day(instrument, stats, day)
             if day == stats.day:

@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from services.feature_builder.metrics import FeatureBuilderMetrics
-from services.feature_builder.validation import LiveBar, validate_bar
+from services.feature_builder.validation import BarLimits, LiveBar, validate_bar
 from shared.instruments import pip_size
 from shared.live_features import LiveMarketFeatures
 from shared.position import PositionState
@@ -78,6 +78,8 @@ class PublishedWindow:
     step: int
     last_bar: bool
     cursor: str  # the positions stream's last id, taken just before the window was published
+    # What was published: re-sent when its position does not come (a lost entry, a Redis blip).
+    message: WindowMessage | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -88,6 +90,7 @@ class InstrumentState:
     ring: deque[np.ndarray] = field(init=False)  # the last WINDOW rows of market features, float32
     clock: SessionClock = field(default_factory=SessionClock)
     last_ts: int | None = None  # the last accepted bar (history or live)
+    last_close: float | None = None
     last_window: PublishedWindow | None = None
     history_bars: int = 0
     live_bars: int = 0
@@ -104,7 +107,7 @@ class InstrumentState:
         """A validated bar: its market features join the ring."""
         row = self.features.update(bar.ts, bar.high, bar.low, bar.close)
         self.ring.append(row.astype(np.float32))
-        self.last_ts = bar.ts
+        self.last_ts, self.last_close = bar.ts, bar.close
 
     def market_window(self) -> np.ndarray:
         if len(self.ring) < WINDOW:
@@ -126,6 +129,7 @@ class FeatureBuilder:
         stop: threading.Event | None = None,
         log_every: int = 1000,
         wall_clock: Callable[[], float] = time.time,
+        limits: BarLimits | None = None,
     ) -> None:
         self.publisher = publisher
         self.positions = positions
@@ -136,6 +140,7 @@ class FeatureBuilder:
         self.stop = stop or threading.Event()
         self.log_every = log_every
         self.wall_clock = wall_clock
+        self.limits = limits or BarLimits()
         self.states: dict[str, InstrumentState] = {}
 
     def state(self, instrument: str) -> InstrumentState:
@@ -178,7 +183,14 @@ class FeatureBuilder:
         return out
 
     def _rejected(self, st: InstrumentState, bar: LiveBar, kind: str) -> bool:
-        reason = validate_bar(bar, st.last_ts)
+        reason = validate_bar(
+            bar,
+            st.last_ts,
+            last_close=st.last_close,
+            now=self.wall_clock(),
+            live=kind == "live",
+            limits=self.limits,
+        )
         if reason is None:
             return False
         st.rejected[reason] += 1
@@ -242,7 +254,7 @@ class FeatureBuilder:
             published_at=self.wall_clock(),
         )
         self.publisher.publish(message)
-        st.last_window = PublishedWindow(bar.ts, slot.session_id, slot.step, slot.last_bar, cursor)
+        st.last_window = PublishedWindow(bar.ts, slot.session_id, slot.step, slot.last_bar, cursor, message)
         st.windows += 1
         self.metrics.windows.labels(bar.instrument).inc()
         self.metrics.bar_lag.labels(bar.instrument).set(message.published_at - (bar.ts + 60))
@@ -303,6 +315,13 @@ class FeatureBuilder:
                 )
                 deadline = now + self.position_wait_seconds
                 found = self.positions.current(instrument)
+                if not is_answer(found) and window.message is not None:
+                    # Same bar, same idempotency key: an order already made is replayed by the
+                    # gateway (which publishes the position again), a lost one is made now.
+                    resent = window.message.model_copy(update={"published_at": self.wall_clock()})
+                    self.publisher.publish(resent)
+                    self.metrics.windows_resent.labels(instrument).inc()
+                    log.warning("%s: re-sent the window of the bar at %s", instrument, _iso(window.bar_ts))
                 continue
             limit = deadline if give_up_after is None else min(deadline, started + give_up_after)
             cursor, messages = self.positions.read(cursor, min(max(limit - now, 0.001), 1.0))

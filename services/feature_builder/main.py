@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from urllib.parse import urlsplit
 
 import duckdb
 import redis
@@ -25,6 +26,7 @@ from services.feature_builder.redis_io import RedisPositionReader, RedisWindowPu
 from services.feature_builder.settings import FeatureBuilderSettings
 from services.feature_builder.sources import BarSource, OandaSource, Pacer, duckdb_source, file_source
 from services.jobs.ingest import IngestError
+from services.secrets import mask_secrets_in_logs, redact_url
 from shared.ingest import IngestFormatError
 
 log = logging.getLogger("services.feature_builder")
@@ -74,7 +76,7 @@ def run(
     builder = None
     try:
         metrics.serve(settings.metrics_port, settings.metrics_host)
-        retrying(client.ping, f"connecting to Redis at {settings.redis_url}", stop)
+        retrying(client.ping, f"connecting to Redis at {redact_url(settings.redis_url)}", stop)
         for row in getattr(source, "rejects", []):  # rows a bar file's parser refused
             metrics.rejected.labels(settings.instrument, row.reason).inc()
             log.warning("%s:%d: rejected row (%s): %s", row.file, row.line, row.reason, row.text[:100])
@@ -86,6 +88,7 @@ def run(
             metrics=metrics,
             stop=stop,
             log_every=settings.log_every,
+            limits=settings.bar_limits(),
         )
         warm = builder.warm_up(source.history(stop))
         log.info(
@@ -124,8 +127,16 @@ def main() -> None:
     try:
         settings = FeatureBuilderSettings()  # type: ignore[call-arg]
     except ValidationError as exc:
-        log.error("bad settings (SMZ_FEATURE_BUILDER_*): %s", exc)
+        # Where and what only: pydantic's own text repeats the input, which may be a credential.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        log.error("bad settings (SMZ_FEATURE_BUILDER_*): %s", problems)
         sys.exit(2)
+    mask_secrets_in_logs(
+        settings.oanda_token.get_secret_value() if settings.oanda_token else None,
+        urlsplit(settings.redis_url).password,
+    )
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

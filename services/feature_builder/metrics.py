@@ -55,6 +55,12 @@ class FeatureBuilderMetrics:
             "Position waits that went past position_wait_seconds (the builder keeps waiting)",
             registry=r,
         )
+        self.windows_resent = Counter(
+            "smz_feature_builder_windows_resent",
+            "Windows published again because their position did not come within position_wait_seconds",
+            ["instrument"],
+            registry=r,
+        )
 
         self.replay_finished = Gauge(
             "smz_feature_builder_replay_finished",

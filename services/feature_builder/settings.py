@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.feature_builder.validation import BarLimits
 from shared.instruments import validate_instrument
 from shared.schema import WARMUP_BARS
 from shared.wire import POSITIONS_STREAM, WINDOWS_STREAM
@@ -46,6 +47,11 @@ class FeatureBuilderSettings(BaseSettings):
     account: str = Field("paper", min_length=1, max_length=64)
     spread_pips: float = Field(4.0, ge=0)  # must match the broker gateway's and the backtest's
     position_wait_seconds: float = Field(30.0, gt=0)  # log an error (and keep waiting) after this
+    # Bar checks beyond the OHLC rules: a live bar closed longer ago than this is stale (None: 300 s
+    # for the OANDA feed, off for replays of history); a price further than max_price_jump (a
+    # fraction) from the last close within the hour is refused as a jump.
+    max_bar_age_seconds: float | None = Field(None, ge=0)
+    max_price_jump: float = Field(0.1, gt=0)
     # Operations.
     log_every: int = Field(1000, ge=1)  # a progress line every N live bars
     metrics_port: int = Field(9102, ge=0, le=65535)  # Prometheus endpoint; 0 turns it off
@@ -78,6 +84,12 @@ class FeatureBuilderSettings(BaseSettings):
             raise ValueError("source=file needs SMZ_FEATURE_BUILDER_FILE")
         if self.source == "oanda" and self.oanda_token is None:
             raise ValueError("source=oanda needs SMZ_FEATURE_BUILDER_OANDA_TOKEN")
+
+    def bar_limits(self) -> BarLimits:
+        age = self.max_bar_age_seconds
+        if age is None:
+            age = 300.0 if self.source == "oanda" else 0.0
+        return BarLimits(max_age_seconds=age, max_jump=self.max_price_jump)
 
     @property
     def start_ts(self) -> int | None:

@@ -19,7 +19,8 @@ from fastapi import FastAPI, HTTPException, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.api_errors import install_error_handlers
-from services.inference.batcher import Batcher
+from services.http_guard import RequestGuard
+from services.inference.batcher import Batcher, OverloadedError
 from services.inference.metrics import InferenceMetrics
 from services.inference.model_store import ModelStore, NoModelError
 from services.inference.settings import BACKEND, InferenceSettings
@@ -50,7 +51,9 @@ class InferenceService:
             threads=settings.threads,
             workers=settings.search_workers,
             metrics=self.metrics,
+            max_pending=settings.max_pending,
         )
+        self.metrics.instruments.update(settings.metric_instruments)
         self.worker = worker
         if self.worker is None and settings.stream_enabled:
             self.worker = StreamWorker(settings, self.store, self.batcher, self.metrics)
@@ -95,9 +98,17 @@ def create_app(settings: InferenceSettings, service: InferenceService | None = N
         description="Decisions of the served checkpoint: the serving search (SPEC section 7) over a "
         "window, batched across requests. See docs/SERVING.md.",
         lifespan=lifespan,
+        **({} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
     )
     app.state.service = service
     install_error_handlers(app)
+    tokens = None if settings.token is None else (settings.token.get_secret_value().encode(),)
+
+    def rule(method: str, path: str) -> tuple[bytes, ...] | None:
+        return tokens if path == "/v1/decisions" else None
+
+    # The token (when set) and the body size are checked before the body is read.
+    app.add_middleware(RequestGuard, rule=rule, max_body_bytes=settings.max_body_bytes)
 
     def no_model(detail: str) -> HTTPException:
         return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "1"})
@@ -107,7 +118,9 @@ def create_app(settings: InferenceSettings, service: InferenceService | None = N
         response_model=Decision,
         responses={
             422: {"description": "Malformed window or foreign feature schema; 'message' says what"},
-            503: {"description": "No verified model is loaded yet"},
+            401: {"description": "Missing or wrong bearer token (when SMZ_INFERENCE_TOKEN is set)"},
+            413: {"description": "Body over SMZ_INFERENCE_MAX_BODY_BYTES"},
+            503: {"description": "No verified model is loaded yet, or too many decisions wait (Retry-After)"},
         },
     )
     async def decide(body: DecisionRequest) -> Decision:
@@ -117,7 +130,9 @@ def create_app(settings: InferenceSettings, service: InferenceService | None = N
             raise no_model(f"no verified model loaded yet ({service.store.last_error or 'loading'})")
         window = check_window(np.asarray(body.window))  # validated already; as float32
         try:
-            decision = await service.batcher.decide(body.instrument, window)
+            decision = await service.batcher.decide(body.instrument, window, sheddable=True)
+        except OverloadedError as exc:
+            raise no_model(str(exc)) from exc
         except NoModelError as exc:
             raise no_model(str(exc)) from exc
         except RuntimeError as exc:  # the search thread is stopping

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 SearchFn = Callable[..., SearchOutput]
 
 
+class OverloadedError(RuntimeError):
+    """More decisions are waiting than ``max_pending``: this one is shed (503 with Retry-After)."""
+
+
 @dataclass(frozen=True)
 class _Request:
     instrument: str
@@ -57,6 +61,7 @@ class Batcher:
         workers: int = 1,
         metrics: InferenceMetrics | None = None,
         search_fn: SearchFn = search,
+        max_pending: int = 256,
     ) -> None:
         self.store = store
         self.config = config
@@ -66,6 +71,8 @@ class Batcher:
         self.workers = workers
         self.metrics = metrics or store.metrics
         self.search_fn = search_fn
+        self.max_pending = max_pending
+        self._pending = 0  # submitted and not yet resolved (under _submit_lock)
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -73,21 +80,29 @@ class Batcher:
         self._gated: tuple[str, SearchConfig] | None = None  # (version, its gated search config)
 
     # ------------------------------------------------------------------ callers
-    def submit(self, instrument: str, window: np.ndarray) -> Future[Decision]:
-        """Queue one window; the future resolves to its Decision (or raises NoModelError)."""
+    def submit(self, instrument: str, window: np.ndarray, *, sheddable: bool = False) -> Future[Decision]:
+        """Queue one window; the future resolves to its Decision (or raises NoModelError). A
+        ``sheddable`` request (REST) fails with OverloadedError while ``max_pending`` wait; the
+        stream worker's are never shed (they are the trading path and arrive one bar at a time)."""
         future: Future[Decision] = Future()
         with self._submit_lock:
             if self._stopping or not self._threads:
                 future.set_exception(RuntimeError("the search thread is not running"))
+            elif sheddable and self._pending >= self.max_pending:
+                self.metrics.shed.inc()
+                future.set_exception(OverloadedError(f"{self._pending} decisions are waiting; try again"))
             else:
+                self._pending += 1
+                future.add_done_callback(self._resolved)
                 self._queue.put(_Request(instrument, np.asarray(window, dtype=np.float32), future))
         return future
 
-    async def decide(self, instrument: str, window: np.ndarray) -> Decision:
-        return await asyncio.wrap_future(self.submit(instrument, window))
+    def _resolved(self, _future: Future[Decision]) -> None:
+        with self._submit_lock:
+            self._pending -= 1
 
-    def decide_sync(self, instrument: str, window: np.ndarray, timeout: float | None = None) -> Decision:
-        return self.submit(instrument, window).result(timeout)
+    async def decide(self, instrument: str, window: np.ndarray, *, sheddable: bool = False) -> Decision:
+        return await asyncio.wrap_future(self.submit(instrument, window, sheddable=sheddable))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:

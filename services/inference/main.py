@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from urllib.parse import urlsplit
 
 import uvicorn
 from pydantic import ValidationError
 
 from services.inference.app import create_app
 from services.inference.settings import DEFAULT_GATEWAY_TOKEN, InferenceSettings
+from services.secrets import mask_secrets_in_logs
 
 logger = logging.getLogger("services.inference")
 
@@ -29,6 +31,11 @@ def main() -> None:
         raise SystemExit(2) from None
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    mask_secrets_in_logs(
+        settings.gateway_token.get_secret_value(),
+        settings.token.get_secret_value() if settings.token else None,
+        urlsplit(settings.redis_url).password,
     )
     if settings.stream_enabled and settings.gateway_token.get_secret_value() == DEFAULT_GATEWAY_TOKEN:
         logger.warning("sending orders with the paper demo token: set SMZ_INFERENCE_GATEWAY_TOKEN")

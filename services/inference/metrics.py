@@ -13,6 +13,7 @@ import threading
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.observability import LATENCY_BUCKETS
+from shared.instruments import KNOWN_INSTRUMENTS, instrument_label
 from shared.reward import ACTIONS
 
 REQUEST_SECONDS_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1.0)
@@ -91,11 +92,24 @@ class InferenceMetrics:
             "Stream entries that could not be parsed or validated (acked, dead-lettered)",
             registry=r,
         )
+        self.shed = Counter(
+            "smz_inference_shed",
+            "REST decisions refused with 503 because too many were waiting (SMZ_INFERENCE_MAX_PENDING)",
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "smz_inference_stream_dead_lettered",
+            "Stream entries given up after SMZ_INFERENCE_MAX_ATTEMPTS failures (moved to the dead letters)",
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._stream_instruments: set[str] = set()
+        self.instruments: set[str] = set(KNOWN_INSTRUMENTS)  # label allowlist; services add theirs
 
     def decision(self, instrument: str, action: int, source: str, flat: bool = False) -> None:
-        """Count one decision; ``flat``: a stream decision taken without an open position."""
+        """Count one decision; ``flat``: a stream decision taken without an open position. An instrument
+        outside ``shared.instruments.KNOWN_INSTRUMENTS`` and the served ones counts as "other"."""
+        instrument = instrument_label(instrument, self.instruments)
         self.decisions.labels(instrument, ACTIONS[action], source).inc()
         if source != "stream":
             return

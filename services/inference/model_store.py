@@ -12,9 +12,11 @@ The served model's reward (``manifest.reward`` and the equity reward's ``pips_pe
 training settings) goes with every decision, so that the broker gateway computes the reward the model
 was trained with.
 
-A checkpoint that fails any of this is refused: logged, counted
-(``smz_inference_model_load_failures_total``) and remembered, so it is not retried until the target
-changes (another version, or the same version's manifest rewritten). The old model keeps serving.
+A checkpoint that fails any of this is refused: logged and counted
+(``smz_inference_model_load_failures_total``) once per state of its files, and retried until it
+verifies: at once when any of its files changes (a copy that wrote the manifest before the weights
+completes later), else with a backoff from ``reload_seconds`` up to a minute. The old model keeps
+serving meanwhile.
 """
 
 from __future__ import annotations
@@ -91,8 +93,9 @@ class ServingModel:
         }
 
 
-# What the store last tried: a version and its manifest's (mtime_ns, size), None when it is missing.
-_Target = tuple[str, tuple[int, int] | None]
+# What the store last tried: a version and its files' (name, mtime_ns, size), None when it has no manifest.
+_Target = tuple[str, tuple[tuple[str, int, int], ...] | None]
+RETRY_MAX_SECONDS = 60.0
 
 
 class ModelStore:
@@ -104,6 +107,8 @@ class ModelStore:
         self._poll_lock = threading.Lock()  # one load at a time (the thread, or a direct poll())
         self._ready = threading.Event()
         self._last_target: _Target | None = None
+        self._retry_at = 0.0  # monotonic time of the next try of a refused, unchanged target
+        self._retry_wait = 0.0
         self._waiting_logged: str | None = None
         self.last_error: str | None = None  # why the last candidate was refused (or nothing to load)
         self._stop = threading.Event()
@@ -162,9 +167,12 @@ class ModelStore:
                 self._waiting(f"nothing to load yet: no checkpoint under {self.describe_target()}")
                 return False
             path = self.settings.checkpoint_dir / version
-            target: _Target = (version, _manifest_stat(path))
+            target: _Target = (version, _files_stat(path))
             current = self.current()
-            if (current is not None and current.version == version) or target == self._last_target:
+            if current is not None and current.version == version:
+                return False
+            retrying = target == self._last_target
+            if retrying and time.monotonic() < self._retry_at:
                 return False
             if target[1] is None and self.settings.model_version:
                 # A pinned version that does not exist (yet): wait for it, do not count a failure.
@@ -175,7 +183,7 @@ class ModelStore:
             try:
                 model = self._load(version, path)
             except Exception as exc:  # CheckpointError, SchemaMismatchError, or anything unexpected
-                return self._refuse(target, f"{type(exc).__name__}: {exc}")
+                return self._refuse(target, f"{type(exc).__name__}: {exc}", again=retrying)
             with self._swap_lock:
                 previous, self._current = self._current, model
             self.last_error = None
@@ -226,17 +234,26 @@ class ModelStore:
             loaded_at=time.time(),
         )
 
-    def _refuse(self, target: _Target, reason: str) -> bool:
+    def _refuse(self, target: _Target, reason: str, again: bool = False) -> bool:
+        """Remember the refusal; the same files are tried again after a growing wait (``again``: this
+        was such a retry, logged quietly and not counted again)."""
         self._last_target = target
+        self._retry_wait = (
+            min(self._retry_wait * 2, RETRY_MAX_SECONDS) if again else self.settings.reload_seconds
+        )
+        self._retry_at = time.monotonic() + self._retry_wait
         self.last_error = f"refused {target[0]}: {reason}"
-        self.metrics.model_load_failures.inc()
         current = self.current()
+        if again:
+            log.debug("checkpoint %s still refused (%s)", target[0], reason)
+            return False
+        self.metrics.model_load_failures.inc()
         log.error(
-            "refused checkpoint %s (%s); %s; it is not retried until %s changes",
+            "refused checkpoint %s (%s); %s; retried when its files change, else in %.0f s",
             target[0],
             reason,
             f"still serving {current.version}" if current else "no model is served",
-            self.describe_target(),
+            self._retry_wait,
         )
         return False
 
@@ -248,12 +265,15 @@ class ModelStore:
             log.warning("%s", message)
 
 
-def _manifest_stat(path: Path) -> tuple[int, int] | None:
+def _files_stat(path: Path) -> tuple[tuple[str, int, int], ...] | None:
+    """(name, mtime_ns, size) of each file of a checkpoint directory; None without a manifest."""
+    if not (path / MANIFEST_FILE).is_file():
+        return None
     try:
-        stat = (path / MANIFEST_FILE).stat()
+        entries = sorted((p.name, p.stat()) for p in path.iterdir() if p.is_file())
     except OSError:
         return None
-    return stat.st_mtime_ns, stat.st_size
+    return tuple((name, st.st_mtime_ns, st.st_size) for name, st in entries)
 
 
 def _pips_per_reward(manifest: CheckpointManifest) -> float:

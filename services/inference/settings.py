@@ -41,6 +41,13 @@ class InferenceSettings(BaseSettings):
     # HTTP API.
     host: str = "127.0.0.1"  # 0.0.0.0 in containers
     port: int = Field(8001, ge=1, le=65535)
+    # Bearer token of POST /v1/decisions; unset leaves it open (loopback, or a NetworkPolicy: k8s/).
+    token: SecretStr | None = None
+    # Decisions waiting for a search beyond this many are shed with 503 and Retry-After.
+    max_pending: int = Field(256, ge=1)
+    max_body_bytes: int = Field(65_536, ge=1024)  # a window is about 10 kB of JSON
+    docs: bool = True  # /docs and /openapi.json (off in the prod overlay)
+    metric_instruments: list[str] = []  # label allowlist beyond shared.instruments.KNOWN_INSTRUMENTS
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Stream worker: windows from Redis in, orders to the broker gateway out.
     stream_enabled: bool = True
@@ -50,6 +57,9 @@ class InferenceSettings(BaseSettings):
     consumer: str = Field("inference-1", min_length=1)  # stable, so a restart re-reads its own pending
     claim_idle_ms: int = Field(10_000, ge=1)  # reclaim other consumers' entries idle this long
     dead_letter_stream: str = "smz:windows:dead"  # malformed and refused entries; "" drops them
+    # An entry that fails this often (gateway 5xx, a search error) is dead-lettered, not retried
+    # forever: the entries behind it go on. A gateway that is down or refuses the token is waited out.
+    max_attempts: int = Field(5, ge=1)
     gateway_url: str = "http://127.0.0.1:8002"
     gateway_token: SecretStr = SecretStr(DEFAULT_GATEWAY_TOKEN)
     gateway_timeout_seconds: float = Field(5.0, gt=0)

@@ -296,7 +296,11 @@ class StreamWorker:
         if message.published_at > 0:
             self.metrics.stream_lag.set(time.time() - message.published_at)
         if item.window is not None:
-            decision = self._decision(item)
+            try:
+                decision = self._decision(item)
+            except EntryFailedError as exc:
+                self._give_up(item.entry_id, message.model_dump_json(), str(exc))
+                return
             flat = bool(item.window[-1, POSITION_SIDE] == 0)
             self.metrics.decision(message.instrument, decision.action, "stream", flat=flat)
             # The gateway computes the reward the deciding model was trained with.
@@ -319,6 +323,7 @@ class StreamWorker:
 
     def _decision(self, item: _Work) -> Decision:
         backoff = FIRST_BACKOFF_SECONDS
+        failures = 0
         while True:
             try:
                 return self._wait(item.future)
@@ -327,8 +332,11 @@ class StreamWorker:
             except NoModelError:
                 self._wait_for_model()
                 backoff = FIRST_BACKOFF_SECONDS
-            except Exception as exc:  # an unexpected search failure: retried, the entry stays pending
+            except Exception as exc:  # an unexpected search failure: retried, then dead-lettered
                 self.status.last_error = f"search: {type(exc).__name__}: {exc}"
+                failures += 1
+                if failures >= self.settings.max_attempts:
+                    raise EntryFailedError(f"search failed {failures} times: {exc}") from exc
                 log.error("search of %s failed (%s); retrying in %.1f s", item.entry_id, exc, backoff)
                 if self._stop.wait(backoff):
                     raise WorkerStoppedError from exc
@@ -344,9 +352,14 @@ class StreamWorker:
                     raise WorkerStoppedError from None
 
     def _send(self, entry_id: str, order: OrderRequest) -> None:
-        """POST until the gateway settles the order (2xx, 409, 422); WorkerStoppedError if asked to stop."""
+        """POST until the gateway settles the order (2xx, 409, 422); WorkerStoppedError if asked to stop.
+
+        A gateway that cannot be reached, is overloaded (503) or refuses the token is waited out: the
+        fault is the deployment's, not the entry's. A server error (500 and the other 5xx) is this
+        entry's: after ``max_attempts`` it is dead-lettered and acked, so the entries behind it go on."""
         backoff = FIRST_BACKOFF_SECONDS
         body = order.model_dump(mode="json")
+        failures = 0
         while True:
             try:
                 response = self.http.post(self.orders_url, json=body)
@@ -370,6 +383,11 @@ class StreamWorker:
                         self._dead_letter(entry_id, order.model_dump_json(), f"gateway 422: {detail}")
                     return
                 problem = f"HTTP {response.status_code}: {_detail(response)}"
+                if response.status_code >= 500 and response.status_code != 503:
+                    failures += 1
+                    if failures >= self.settings.max_attempts:
+                        self._give_up(entry_id, order.model_dump_json(), f"gateway {problem}")
+                        return
             self.metrics.gateway_errors.inc()
             self.status.last_error = f"gateway: {problem}"
             log.error(
@@ -395,6 +413,21 @@ class StreamWorker:
                 log.info("gateway refused %s: %s", order.idempotency_key, result.reason)
         self.metrics.orders.labels(status).inc()
 
+    def _give_up(self, entry_id: str, raw: str, reason: str) -> None:
+        """An entry that failed ``max_attempts`` times: dead-lettered (alert StreamEntriesDeadLettered)
+        and acked. No order went out for it, so the feature builder's wait for the bar's position
+        re-sends the window, or stops the instrument where the fault persists."""
+        self.metrics.dead_lettered.inc()
+        log.error(
+            "entry %s %s failed %d times (%s); dead-lettered and acked",
+            self.stream,
+            entry_id,
+            self.settings.max_attempts,
+            reason,
+        )
+        self._dead_letter(entry_id, raw, f"gave up after {self.settings.max_attempts} attempts: {reason}")
+        self._ack(entry_id)
+
     def _ack(self, entry_id: str) -> None:
         self.client.xack(self.stream, self.group, entry_id)
         self.status.settled += 1
@@ -408,6 +441,10 @@ class StreamWorker:
             maxlen=DEAD_LETTER_MAXLEN,
             approximate=True,
         )
+
+
+class EntryFailedError(Exception):
+    """One entry failed as often as allowed."""
 
 
 def _entries(reply: Any) -> list[Entry]:

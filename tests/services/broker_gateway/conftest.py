@@ -39,6 +39,8 @@ gbpjpy_sample = _shared.gbpjpy_sample
 
 TOKEN = "test-gateway-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ADMIN_TOKEN = "test-gateway-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -81,6 +83,7 @@ def make_settings(
     def make(**overrides: Any) -> GatewaySettings:
         values: dict[str, Any] = {
             "token": TOKEN,
+            "admin_token": ADMIN_TOKEN,
             "ledger_db": tmp_path / "ledger.duckdb",
             "redis_url": REDIS_URL,
             "positions_stream": stream,
@@ -117,8 +120,8 @@ class GatewayClient:
         assert response.status_code == expect, response.text
         return response.json()
 
-    def post(self, path: str, body: Any = None) -> httpx.Response:
-        return self.http.post(path, json=body, headers=AUTH)
+    def post(self, path: str, body: Any = None, admin: bool = False) -> httpx.Response:
+        return self.http.post(path, json=body, headers=ADMIN if admin else AUTH)
 
     def get(self, path: str, **params: Any) -> Any:
         response = self.http.get(path, params=params, headers=AUTH)

@@ -86,10 +86,35 @@ def test_settings_defaults_and_checks(make_settings: Settings) -> None:
     settings = GatewaySettings()
     assert (settings.port, settings.positions_stream, settings.spread_pips) == (8002, POSITIONS_STREAM, 4.0)
     assert settings.token.get_secret_value() == DEFAULT_TOKEN
+    assert settings.risk_limits() == (0.0, 0.0)  # paper: risk limits off unless set
     with pytest.raises(ValueError, match="broker=oanda needs SMZ_GATEWAY_OANDA_ACCOUNT_ID"):
         GatewaySettings(broker="oanda", token="real")
-    with pytest.raises(ValueError, match="not the paper demo token"):
-        GatewaySettings(broker="oanda", oanda_account_id="101", oanda_token="x")
+    oanda = {"broker": "oanda", "oanda_account_id": "101", "oanda_token": "x"}
+    with pytest.raises(ValueError, match="needs SMZ_GATEWAY_ADMIN_TOKEN"):
+        GatewaySettings(**oanda)
+    strong, admin = "0f3a9c41d2b7e8f6a5c4d3e2f1a0b9c8d7e6f5a4", "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d"
+    placeholders = [
+        DEFAULT_TOKEN,  # the paper demo token
+        "change-me-gateway-token",  # .env.example
+        "dev-paper-token-not-a-secret",  # the k8s dev overlay
+        "REPLACE-ME",  # the secret template
+        "change-me-gateway-token-0123456789abcdef",  # long, but still the placeholder
+        "a" * 40,  # long, one character
+    ]
+    for weak in placeholders:
+        with pytest.raises(ValueError, match="refuses SMZ_GATEWAY_TOKEN"):
+            GatewaySettings(**oanda, token=weak, admin_token=admin)
+        with pytest.raises(ValueError, match="refuses SMZ_GATEWAY_ADMIN_TOKEN"):
+            GatewaySettings(**oanda, token=strong, admin_token=weak)
+    with pytest.raises(ValueError, match="must differ"):
+        GatewaySettings(**oanda, token=strong, admin_token=strong)
+    live = GatewaySettings(**oanda, token=strong, admin_token=admin)
+    assert live.risk_limits() == (200.0, 120.0)  # on by default where money moves
+    assert (
+        GatewaySettings(**oanda, token=strong, admin_token=admin, max_daily_loss_pips=0).risk_limits()[0] == 0
+    )
+    with pytest.raises(ValueError, match="not HH:MM in an IANA zone"):
+        GatewaySettings(day_boundary_zone="Mars/Olympus")
 
 
 def test_smz_serve_runs_until_sigterm(tmp_path: Path, port: int, stream: str, account: str) -> None:

@@ -163,7 +163,7 @@ def test_idempotency_survives_a_restart(
         assert before["side"] == 1 and before["entry_price"] == 150.00
         assert before["reward_pending_bar_ts"] == T0 + 60
         published = redis_client.xlen(settings.positions_stream)
-        assert published == 2  # the duplicate published nothing
+        assert published == 3  # two orders, and the duplicate published the position again
 
     with open_gateway(settings) as gw:
         assert gw.position() == before
@@ -330,8 +330,9 @@ def test_each_order_publishes_the_position_to_redis(
                 assert key_message.as_of_bar_ts == T0 + 60 * step and key_message.instrument == "GBPJPY"
                 assert key_message.state["marked_step"] == step
                 assert key_message.state["side"] == (0 if action == CLOSE else 1)
-            gw.order("k2", T0 + 120, 150.20, CLOSE, step=2)  # a duplicate publishes nothing
-            assert len(ours()) == 3
+            # A duplicate (how a lost position message shows) publishes the current position again.
+            assert gw.order("k2", T0 + 120, 150.20, CLOSE, step=2)["duplicate"]
+            assert len(ours()) == 4 and ours()[-1][1] == ours()[-2][1]
             state = PositionState.from_dict(ours()[-1][1].state)
             assert state.pnl == pytest.approx(16.0) and state.side == 0
     finally:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from services.broker_gateway.risk import TradingDay
 from services.broker_gateway.settings import GatewaySettings
 from shared.reward import Action
 
@@ -22,7 +23,8 @@ def test_halt_refuses_entries_allows_closes_and_survives_a_restart(
     settings = make_settings()
     with open_gateway(settings) as gw:
         gw.order("k1", T0, 150.00, BUY)
-        halted = gw.post("/v1/halt", {"reason": "test"})
+        assert gw.post("/v1/halt", {"reason": "test"}).status_code == 401  # the order token cannot
+        halted = gw.post("/v1/halt", {"reason": "test"}, admin=True)
         assert halted.status_code == 200 and halted.json()["halted"] is True
         assert gw.metric("smz_gateway_halted") == 1
         closed = gw.order("k2", T0 + 60, 150.10, CLOSE, step=1)
@@ -37,13 +39,14 @@ def test_halt_refuses_entries_allows_closes_and_survives_a_restart(
     with open_gateway(settings) as gw:  # the kill switch is in the ledger
         assert gw.get("/v1/halt")["halted"] is True and gw.metric("smz_gateway_halted") == 1
         assert gw.order("k5", T0 + 240, 150.10, BUY, step=4)["status"] == "refused"
-        resumed = gw.post("/v1/resume")
+        assert gw.post("/v1/resume").status_code == 401
+        resumed = gw.post("/v1/resume", admin=True)
         assert resumed.status_code == 200 and resumed.json()["halted"] is False
         assert gw.order("k6", T0 + 300, 150.10, BUY, step=5)["status"] == "filled"
         assert gw.metric("smz_gateway_halted") == 0
 
 
-def test_daily_loss_limit_stops_entries_for_the_rest_of_the_utc_day(
+def test_daily_loss_limit_stops_entries_for_the_rest_of_the_trading_day(
     make_settings: Settings, open_gateway: Any
 ) -> None:
     with open_gateway(make_settings(max_daily_loss_pips=10)) as gw:
@@ -56,8 +59,9 @@ def test_daily_loss_limit_stops_entries_for_the_rest_of_the_utc_day(
         assert refused["status"] == "refused" and "daily loss limit" in refused["reason"]
         assert gw.metric("smz_gateway_risk_refusals_total", reason="daily_loss") == 1
         assert gw.metric("smz_gateway_daily_pnl_pips", instrument="GBPJPY") < -10
-        # Late the same day, still refused; the next UTC day trades again.
-        late = T0 - T0 % DAY + DAY - 60
+        # Late the same trading day (it ends at 17:00 New York, 22:00 UTC in January), still refused;
+        # the next trading day trades again, though the UTC day is the same.
+        late = T0 - T0 % DAY + 22 * 3600 - 60
         assert gw.order("k6", late, 150.05, SELL, session_id="s2", step=0)["status"] == "refused"
         assert gw.order("k7", late + 60, 150.05, SELL, session_id="s2", step=1)["status"] == "filled"
         assert gw.metric("smz_gateway_daily_pnl_pips", instrument="GBPJPY") == 0
@@ -87,3 +91,27 @@ def test_stale_bars_refuse_entries(make_settings: Settings, open_gateway: Any) -
         # The bar that closed last (at most a minute ago) trades.
         assert gw.order("k2", minute - 60, 150.00, SELL, step=1)["status"] == "filled"
         assert gw.metric("smz_gateway_risk_refusals_total", reason="stale_bar") == 1
+
+
+def test_daily_loss_counts_open_positions_at_their_marks(make_settings: Settings, open_gateway: Any) -> None:
+    with open_gateway(make_settings(max_daily_loss_pips=10)) as gw:
+        gw.order("g1", T0, 150.00, BUY)
+        held = gw.order("g2", T0 + 60, 149.90, HOLD, step=1)  # marked at -10 pips and the spread
+        assert held["position_side"] == 1 and gw.position()["unrealized_pnl_pips"] < -10
+        gw.instrument = "USDJPY"
+        refused = gw.order("u1", T0 + 60, 140.00, BUY)
+        assert refused["status"] == "refused" and "open positions included" in refused["reason"]
+        gw.instrument = "GBPJPY"
+        assert gw.order("g3", T0 + 120, 149.90, CLOSE, step=2)["status"] == "filled"  # closes go through
+
+
+def test_trading_day_bounds_follow_new_york_daylight_saving() -> None:
+    day = TradingDay("17:00", "America/New_York")
+    winter = 1_704_189_600  # 2024-01-02 10:00 UTC: the day began 2024-01-01 22:00 UTC
+    assert day.bounds(winter) == (winter - 12 * 3600, winter + 12 * 3600)
+    summer = 1_719_914_400  # 2024-07-02 10:00 UTC: 17:00 New York is 21:00 UTC
+    assert day.bounds(summer) == (summer - 13 * 3600, summer + 11 * 3600)
+    spring = day.bounds(1_710_252_000)  # 2024-03-12 14:00 UTC, the Monday-evening day after the switch
+    assert spring[1] - spring[0] == 86_400
+    switch = day.bounds(1_710_086_400)  # 2024-03-10 16:00 UTC: the day holding the switch is 23 h
+    assert switch[1] - switch[0] == 23 * 3600

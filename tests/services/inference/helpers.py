@@ -20,7 +20,7 @@ from shared.model.checkpoint import save_checkpoint, write_pointer
 from shared.model.config import ModelConfig
 from shared.model.networks import MuZeroNetwork
 from shared.reward import Action
-from shared.schema import N_FEATURES, N_MARKET, WINDOW
+from shared.schema import FEATURE_RANGES, N_FEATURES, N_MARKET, WINDOW
 from shared.wire import OrderRequest, OrderResult
 from tests.helpers import free_port
 
@@ -50,9 +50,11 @@ def save_version(
 
 
 def make_window(rng: np.random.Generator, side: int = 0) -> np.ndarray:
-    """A valid (32, 15) window: random market features and a consistent flat/long/short position."""
+    """A valid (32, 15) window: random market features within their ranges and a consistent
+    flat/long/short position."""
     window = np.zeros((WINDOW, N_FEATURES), np.float32)
-    window[:, :N_MARKET] = rng.normal(0.0, 1.0, size=(WINDOW, N_MARKET))
+    low, high = np.array(FEATURE_RANGES[:N_MARKET]).T
+    window[:, :N_MARKET] = rng.uniform(low, high, size=(WINDOW, N_MARKET))
     if side:
         window[:, N_MARKET:] = [side, rng.uniform(-0.5, 0.5), 0.1, -0.05, -0.1, 0.2]
     return window

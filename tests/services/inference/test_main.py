@@ -60,7 +60,7 @@ def test_serves_and_stops_cleanly_on_sigterm(root: Path, streams: Streams, redis
             wait_until(ready, 60, "the service to be ready")
             message = WindowMessage(
                 instrument="EURUSD",
-                bar_ts=1_700_000_000,
+                bar_ts=1_699_999_980,  # a whole minute
                 close=1.1,
                 session_id="s",
                 step=0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,7 @@ def test_a_broken_checkpoint_is_refused_and_the_old_one_keeps_serving(
     assert store.require().version == "v1"
     assert failures(metrics) == 1
     assert store.last_error is not None and reason in store.last_error and "v2" in store.last_error
-    assert not store.poll() and failures(metrics) == 1  # not retried until the pointer moves
+    assert not store.poll() and failures(metrics) == 1  # not retried at once, nor counted twice
     save_version(root, "v3", seed=3, step=3)
     assert store.poll() and store.require().version == "v3"
     assert store.last_error is None
@@ -141,3 +142,32 @@ def test_follow_best(root: Path) -> None:
     write_pointer(root, "best", "v1")
     save_version(root, "v2", seed=2, step=2)  # latest moves, best stays
     assert store.poll() and store.require().version == "v1"
+
+
+def test_a_refused_checkpoint_is_retried_until_it_verifies(root: Path) -> None:
+    """A copy that wrote the manifest before the weights: refused while the weights are missing or
+    partial, loaded once they are complete, with the manifest never touched again."""
+    store, metrics = store_for(root, reload_seconds=0.05)
+    assert store.poll()
+    complete = save_version(root, "v2", seed=2, step=2, point=False)
+    weights = (complete / WEIGHTS_FILE).read_bytes()
+    (complete / WEIGHTS_FILE).write_bytes(weights[: len(weights) // 2])  # the copy is half-way
+    write_pointer(root, "latest", "v2")
+    assert not store.poll() and store.require().version == "v1" and failures(metrics) == 1
+    (complete / WEIGHTS_FILE).write_bytes(weights)  # the copy completes: a file changed, tried at once
+    assert store.poll() and store.require().version == "v2"
+    assert store.last_error is None and failures(metrics) == 1
+
+
+def test_an_unchanged_refused_checkpoint_is_retried_with_a_backoff(root: Path) -> None:
+    store, metrics = store_for(root, reload_seconds=0.05)
+    assert store.poll()
+    broken = save_version(root, "v2", seed=2, step=2, point=False)
+    manifest = json.loads((broken / MANIFEST_FILE).read_text())
+    (broken / MANIFEST_FILE).write_text(json.dumps({**manifest, "schema_hash": "0" * 16}))
+    write_pointer(root, "latest", "v2")
+    assert not store.poll() and failures(metrics) == 1
+    time.sleep(0.06)
+    assert not store.poll() and failures(metrics) == 1  # tried again, still refused, counted once
+    assert store._retry_wait == pytest.approx(0.1)  # the next try waits twice as long
+    assert store.last_error is not None and "v2" in store.last_error

@@ -21,7 +21,7 @@ from shared.wire import INFERENCE_GROUP, WindowMessage, idempotency_key
 from tests.services.inference.conftest import Streams
 from tests.services.inference.helpers import TOKEN, FakeGateway, free_port, make_window, serving, wait_until
 
-BAR0 = 1_700_000_000
+BAR0 = 1_699_999_980  # a whole minute
 
 
 def settings_for(root: Path, streams: Streams, gateway_url: str, **overrides: object) -> InferenceSettings:

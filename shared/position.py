@@ -48,6 +48,9 @@ from shared.reward import (
 # session across a gap; live trading cannot see the gap coming), and the position closes at the
 # first bar after the gap.
 EXIT_SESSION_BREAK = "session_break"
+# A position the broker no longer held (closed there: a stop-out, by hand), closed in the ledger by
+# reconciliation at its last mark.
+EXIT_RECONCILED = "reconciled"
 PIPS_PER_REWARD = EnvConfig().pips_per_reward  # the environment's default scale of the equity reward
 _NONE = -1  # pending_step / settled_step of no decision
 
@@ -234,6 +237,15 @@ class PositionState:
         self.peak = -self.spread_pips
         self.bars_since_entry = self.dd = self.min_dd = self.acc_dd = 0.0
         self.pnl = -self.spread_pips
+
+    def adopt(self, side: int, price: float, step: int, ts: int) -> None:
+        """Take on a position found at the broker (reconciliation): opened at ``price`` as of ``step``,
+        as an entry there would have been. Only the live stack does this; the backtest never does."""
+        if self.side:
+            raise ValueError("close the open position before adopting another")
+        if side not in (1, -1):
+            raise ValueError(f"side must be 1 or -1, got {side}")
+        self._open(side, price, step, ts)
 
     def close(self, close: float, step: int, ts: int, reason: str) -> ClosedTrade:
         """Close the open position at ``close``; its P&L is the mark at that close."""

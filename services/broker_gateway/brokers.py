@@ -26,12 +26,20 @@ class BrokerPosition:
 
 
 class BrokerError(RuntimeError):
-    """The broker refused or failed an order, which therefore did not execute; the message says why."""
+    """The broker refused an order, which certainly did not execute; the message says why."""
+
+
+class OutcomeUnknownError(RuntimeError):
+    """What an order did at the broker is not known (a 5xx, a timeout, a lookup that failed), or the
+    broker's book is not what the ledger holds (an open that opened no trade, a close of a position the
+    broker no longer has). The gateway halts the instrument's entries and reconciles with the broker,
+    which is the truth. Deliberately not a BrokerError: it must never be taken for "did not execute"."""
 
 
 @runtime_checkable
 class Broker(Protocol):
-    """What the gateway needs of a broker. ``open`` and ``close`` either execute or raise BrokerError.
+    """What the gateway needs of a broker. ``open`` and ``close`` return the fill, raise BrokerError
+    (did not execute) or OutcomeUnknownError (may have executed: reconcile).
 
     ``client_order_id`` is unique per market order (the order's idempotency key, with a suffix for
     forced closes), so a broker that supports client ids can refuse a double send and a lost response
@@ -50,6 +58,11 @@ class Broker(Protocol):
 
     def sync(self, account: str) -> list[BrokerPosition]:
         """The positions the broker holds open."""
+        ...
+
+    def lookup(self, client_order_id: str) -> Fill | None:
+        """The fill of the order sent with ``client_order_id``, or None if it never executed; raises
+        OutcomeUnknownError while the broker cannot tell."""
         ...
 
 
@@ -71,3 +84,7 @@ class PaperBroker:
 
     def sync(self, account: str) -> list[BrokerPosition]:
         return []
+
+    def lookup(self, client_order_id: str) -> Fill | None:
+        # No book: an order the ledger did not record executed nowhere.
+        return None

@@ -19,14 +19,21 @@ from datetime import UTC, datetime
 
 import redis
 
-from services.broker_gateway.brokers import Broker, BrokerError, Fill, PaperBroker
+from services.broker_gateway.brokers import (
+    Broker,
+    BrokerError,
+    BrokerPosition,
+    Fill,
+    OutcomeUnknownError,
+    PaperBroker,
+)
 from services.broker_gateway.ledger import FillRecord, Ledger, PositionRecord, TradeRecord
 from services.broker_gateway.metrics import GatewayMetrics
 from services.broker_gateway.risk import RiskLimits, RiskRefusal, TradingDay
 from services.broker_gateway.settings import GatewaySettings
 from shared.env import EXIT_SESSION_END
 from shared.instruments import pip_size
-from shared.position import EXIT_SESSION_BREAK, ClosedTrade, PositionState, Settlement
+from shared.position import EXIT_RECONCILED, EXIT_SESSION_BREAK, ClosedTrade, PositionState, Settlement
 from shared.reward import ACTIONS, Action
 from shared.wire import OrderRequest, OrderResult, SettledReward, position_key
 
@@ -55,6 +62,7 @@ class _Plan:
     result: OrderResult
     trades: list[TradeRecord]
     fills: list[FillRecord]
+    unknown: bool = False  # a broker call's outcome is unknown: reconcile after the order
 
 
 def _utc(ts: int) -> str:
@@ -92,6 +100,12 @@ class Gateway:
         self._control_lock = threading.Lock()
         # Positions whose publish failed (Redis down): published again by the outbox thread.
         self._outbox: set[tuple[str, str]] = set()
+        # The journal's side of things: instruments whose entries wait for a reconciliation, fills
+        # learnt by lookup that an order being recorded again must use, and one reconciliation at a time.
+        self._instrument_halts: dict[str, str] = {}
+        self._known_fills: dict[str, Fill] = {}
+        self._reconcile_lock = threading.Lock()
+        self._reconcile_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._outbox_thread: threading.Thread | None = None
 
@@ -124,17 +138,26 @@ class Gateway:
             sum(1 for r in self._positions.values() if r.state.side),
             "HALTED" if self.risk.halted else "on",
         )
-        if not isinstance(self.broker, PaperBroker):
-            self.reconcile()
+        self._pin_broker_account()
+        self._instrument_halts = dict(self.ledger.get_control("instrument_halts") or {})
+        for instrument in self._instrument_halts:
+            self.metrics.instrument_halted.labels(instrument).set(1)
+        self.reconcile()  # open intents of a previous run first, then the positions
         self._stopping.clear()
         self._outbox_thread = threading.Thread(target=self._drain_outbox, name="gateway-outbox", daemon=True)
         self._outbox_thread.start()
+        if self.settings.reconcile_seconds > 0 and not isinstance(self.broker, PaperBroker):
+            self._reconcile_thread = threading.Thread(
+                target=self._reconcile_every, name="gateway-reconcile", daemon=True
+            )
+            self._reconcile_thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._outbox_thread is not None:
-            self._outbox_thread.join(timeout=5)
-            self._outbox_thread = None
+        for thread in (self._outbox_thread, self._reconcile_thread):
+            if thread is not None:
+                thread.join(timeout=10)
+        self._outbox_thread = self._reconcile_thread = None
         shutdown = getattr(self.broker, "shutdown", None)
         if callable(shutdown):
             shutdown()
@@ -170,36 +193,172 @@ class Gateway:
         for instrument in {r.instrument for r in self._positions.values()}:
             self._refresh_position_metrics(instrument)
 
+    def _pin_broker_account(self) -> None:
+        """One broker account per ledger: a ledger that traded another OANDA account refuses to start
+        (OANDA nets per account, so two gateways on one account would trade each other's positions)."""
+        if isinstance(self.broker, PaperBroker):
+            return
+        pin = f"{self.broker.name}:{getattr(self.broker, 'account_id', self.settings.oanda_account_id)}"
+        stored = self.ledger.get_control("broker_account")
+        if stored is None:
+            self.ledger.set_control("broker_account", pin, time.time())
+        elif stored != pin:
+            raise RuntimeError(
+                f"the ledger {self.settings.ledger_db} belongs to broker account {stored!r}, not {pin!r}: "
+                "one broker account per gateway and ledger"
+            )
+
     def reconcile(self) -> list[str]:
-        """Compare the ledger's open positions with the broker's; mismatches are logged, not fixed
-        (the operator decides which side is right)."""
-        mismatches = []
+        """Resolve the journal's open broker calls by client order id, then (with a broker that keeps a
+        book) make the ledger's positions the broker's: the broker is the truth. Instruments with no
+        open call left and no mismatch resume their entries. Returns the mismatches found."""
+        with self._reconcile_lock:
+            self._resolve_open_intents()
+            mismatches, readable = [], True
+            if not isinstance(self.broker, PaperBroker):
+                mismatches, readable = self._repair_positions()
+            self.broker_mismatches = mismatches
+            open_calls = {i.instrument for i in self.ledger.open_intents()}
+            for instrument in sorted(self._instrument_halts):
+                # Repaired mismatches agree now; an unreadable book or an open call keeps the halt.
+                if readable and instrument not in open_calls:
+                    self._set_instrument_halt(instrument, None)
+            self.metrics.open_intents.set(len(self.ledger.open_intents()))
+            return mismatches
+
+    def _reconcile_every(self) -> None:
+        while not self._stopping.wait(self.settings.reconcile_seconds):
+            try:
+                self.reconcile()
+            except Exception:  # the loop must outlive any one failure; the next round tries again
+                logger.exception("periodic reconciliation failed")
+
+    def _resolve_open_intents(self) -> None:
+        for intent in self.ledger.open_intents():
+            now = time.time()
+            try:
+                fill = self.broker.lookup(intent.client_order_id)
+            except (OutcomeUnknownError, BrokerError) as exc:
+                self.ledger.resolve_intent(intent.client_order_id, "unknown", str(exc), now)
+                self._set_instrument_halt(intent.instrument, f"broker call {intent.client_order_id}: {exc}")
+                continue
+            if fill is None:
+                self.ledger.resolve_intent(
+                    intent.client_order_id, "rejected", "never executed (looked up by client id)", now
+                )
+                logger.warning("broker call %s never executed (looked up)", intent.client_order_id)
+                continue
+            if self.ledger.find_order(intent.idempotency_key) is None:
+                # The process stopped between the fill and the ledger write: record the order now, as
+                # it would have been, with the fill the broker reports (no second order is sent).
+                logger.warning(
+                    "broker call %s filled but its order %s was never recorded; recording it",
+                    intent.client_order_id,
+                    intent.idempotency_key,
+                )
+                self._known_fills[intent.client_order_id] = fill
+                try:
+                    self.submit(intent.request, replay=True)
+                except (OrderConflictError, OrderRejectedError) as exc:
+                    logger.error("cannot record order %s: %s", intent.idempotency_key, exc)
+                finally:
+                    self._known_fills.pop(intent.client_order_id, None)
+            # Recorded by the submit above (or earlier, as refused: then the positions repair it).
+            self.ledger.resolve_intent(intent.client_order_id, "filled", "resolved by lookup", now, fill)
+
+    def _repair_positions(self) -> tuple[list[str], bool]:
+        """Compare every account's positions with the broker's; where they differ, close the ledger's
+        (exit ``reconciled``, at the last close seen) and adopt the broker's. Each mismatch is counted.
+        Returns the mismatches and whether every account's book could be read."""
+        mismatches: list[str] = []
+        readable = True
         accounts = sorted({r.account for r in self._positions.values()})
         for account in accounts:
             try:
-                held = {(p.instrument, p.side) for p in self.broker.sync(account)}
-            except Exception as exc:  # startup must not fail on an unreachable broker
+                held = {p.instrument: p for p in self.broker.sync(account)}
+            except (OutcomeUnknownError, BrokerError) as exc:
                 mismatches.append(f"{account}: cannot read the broker's positions: {exc}")
+                logger.error("reconciliation: cannot read %s's positions at the broker: %s", account, exc)
+                readable = False
                 continue
-            ours = {(r.instrument, r.state.side) for r in self._positions.values() if r.account == account}
-            for instrument, side in sorted(ours):
-                if side and (instrument, side) not in held:
-                    mismatches.append(
-                        f"{account}/{instrument}: ledger {_side_name(side)}, broker does not hold it"
+            ours = {r.instrument for r in self._positions.values() if r.account == account and r.state.side}
+            for instrument in sorted(ours | set(held)):
+                message = self._repair(account, instrument, held.get(instrument))
+                if message is not None:
+                    mismatches.append(message)
+        return mismatches, readable
+
+    def _repair(self, account: str, instrument: str, broker: BrokerPosition | None) -> str | None:
+        key = (account, instrument)
+        with self._lock_for(key):
+            current = self._positions.get(key)
+            ours = current.state.side if current else 0
+            theirs = broker.side if broker else 0
+            if ours == theirs:
+                return None
+            message = f"{account}/{instrument}: ledger {_side_name(ours)}, broker {_side_name(theirs)}" + (
+                f" ({broker.units:g} units at {broker.average_price})" if broker else ""
+            )
+            logger.error("reconciliation: %s; the broker is the truth, the ledger follows", message)
+            self.metrics.position_mismatches.labels(instrument).inc()
+            if current is None:
+                state = PositionState(pip=pip_size(instrument), spread_pips=self.settings.spread_pips)
+                current = PositionRecord(account, instrument, state)
+            work = current.copy()
+            trades: list[TradeRecord] = []
+            ts = work.last_bar_ts or int(time.time()) // 60 * 60
+            if ours:  # closed at the broker (a stop-out, a hand): the trade ends at the last close seen
+                last = work.last_close or work.state.entry_price
+                trade = work.state.close(last, work.state.marked_step + 1, ts, EXIT_RECONCILED)
+                work.state.take_settled()  # a reward this mark settled has no decision to report it
+                trades.append(
+                    TradeRecord(
+                        trade=trade,
+                        model_version=work.entry_model_version,
+                        session_id=work.session_id,
+                        broker_entry_price=work.broker_entry_price,
+                        broker_exit_price=None,  # the broker's own close is not ours to know
+                        broker_trade_id=work.broker_trade_id,
                     )
-            for instrument, side in sorted(held):
-                if (instrument, side) not in ours:
-                    mismatches.append(
-                        f"{account}/{instrument}: broker holds {_side_name(side)}, ledger does not"
-                    )
-        for message in mismatches:
-            logger.warning("broker reconciliation: %s", message)
-        self.broker_mismatches = mismatches
-        return mismatches
+                )
+                work.entry_model_version, work.broker_entry_price, work.broker_trade_id = "", None, ""
+            if broker is not None:
+                price = work.last_close or broker.average_price
+                work.state.adopt(broker.side, price, max(work.state.marked_step, 0), ts)
+                work.entry_model_version = "reconciled"
+                work.broker_entry_price = broker.average_price
+            self.ledger.repair(work, trades, time.time())
+            with self._guard:
+                self._positions[key] = work
+            for t in trades:
+                self.metrics.trade(instrument, t.trade.exit_ts, t.trade.pnl_pips)
+            self._refresh_position_metrics(instrument)
+            self._publish(work)
+            return message
+
+    def _set_instrument_halt(self, instrument: str, reason: str | None) -> None:
+        """Halt (reason) or resume (None) one instrument's entries; persisted in the ledger."""
+        with self._control_lock:
+            if reason is None:
+                if self._instrument_halts.pop(instrument, None) is None:
+                    return
+                logger.warning("%s: entries resume, the broker and the ledger agree", instrument)
+            else:
+                if instrument not in self._instrument_halts:
+                    logger.error("%s: entries HALTED until reconciled: %s", instrument, reason)
+                self._instrument_halts[instrument] = reason
+            self.metrics.instrument_halted.labels(instrument).set(int(reason is not None))
+            self.ledger.set_control("instrument_halts", self._instrument_halts, time.time())
+
+    def instrument_halts(self) -> dict[str, str]:
+        with self._control_lock:
+            return dict(self._instrument_halts)
 
     # --------------------------------------------------------------- orders
-    def submit(self, req: OrderRequest) -> OrderResult:
-        """Process one order (or replay its first result); raises OrderConflictError for a 409."""
+    def submit(self, req: OrderRequest, replay: bool = False) -> OrderResult:
+        """Process one order (or replay its first result); raises OrderConflictError for a 409.
+        ``replay``: an order the broker executed before the process stopped, recorded now with the
+        fills reconciliation learnt (no risk checks: it executed already)."""
         started = time.perf_counter()
         label = "SESSION_BREAK" if req.kind == "session_break" else ACTIONS[req.action]
         key = (req.account, req.instrument)
@@ -228,8 +387,9 @@ class Gateway:
                     f"processed bar {_utc(last)} ({last}) of {req.account}/{req.instrument}; "
                     "a stale or replayed bar under a new idempotency key is refused"
                 )
+            self._check_account(req, label)
             self._check_price_band(req, current, label)
-            plan = self._plan(req, current)
+            plan = self._plan(req, current, replay)
             try:
                 self.ledger.record(
                     req, plan.result, plan.position, plan.trades, plan.fills, self.broker.name, time.time()
@@ -244,7 +404,25 @@ class Gateway:
                 self._positions[key] = plan.position
             self._publish(plan.position)
         self._observe(req, plan, label, started)
+        if plan.unknown and not replay:
+            self.reconcile()  # the broker is asked now; the periodic reconciliation goes on asking
         return plan.result
+
+    def _check_account(self, req: OrderRequest, label: str) -> None:
+        """With a broker that nets per account (OANDA), one gateway trades one account name."""
+        if isinstance(self.broker, PaperBroker):
+            return
+        with self._control_lock:
+            pinned = self.ledger.get_control("gateway_account")
+            if pinned is None:
+                self.ledger.set_control("gateway_account", req.account, time.time())
+                return
+        if pinned != req.account:
+            self.metrics.order(req.instrument, label, "conflict")
+            raise OrderConflictError(
+                f"this gateway trades account {pinned!r} at {self.broker.name} only, not {req.account!r}: "
+                "run one gateway (and broker account) per account"
+            )
 
     def _check_price_band(self, req: OrderRequest, current: PositionRecord, label: str) -> None:
         last, band = current.last_close, self.settings.price_band
@@ -268,7 +446,7 @@ class Gateway:
         state = PositionState(pip=pip_size(req.instrument), spread_pips=self.settings.spread_pips)
         return PositionRecord(req.account, req.instrument, state)
 
-    def _plan(self, req: OrderRequest, current: PositionRecord) -> _Plan:
+    def _plan(self, req: OrderRequest, current: PositionRecord, replay: bool = False) -> _Plan:
         key = req.idempotency_key
         work = current.copy()
         work.last_bar_ts, work.last_close = req.bar_ts, req.close
@@ -308,6 +486,17 @@ class Gateway:
                 base, result("refused", reason, base.state, 0.0 if decision else None), trades, fills
             )
 
+        def unknown(exc: OutcomeUnknownError, base: PositionRecord, what: str) -> _Plan:
+            # The broker may have executed: the ledger keeps ``base`` for now, the instrument's entries
+            # halt, and reconciliation (right after this order) makes the ledger the broker's.
+            self.metrics.unknown_outcomes.inc()
+            self._set_instrument_halt(req.instrument, f"{what}: {exc}")
+            plan = refused(
+                f"{what}: outcome unknown at the broker ({exc}); entries halted, reconciling", base
+            )
+            plan.unknown = True
+            return plan
+
         if req.kind == "session_break":
             if not work.state.side:
                 return _Plan(
@@ -317,6 +506,8 @@ class Gateway:
                 self._forced_close(req, work, EXIT_SESSION_BREAK, key, trades, fills, settled)
             except BrokerError as exc:
                 return refused(f"session-break close refused by the broker: {exc}", current.copy())
+            except OutcomeUnknownError as exc:
+                return unknown(exc, current.copy(), "session-break close")
             return _Plan(work, result("filled", "position closed: session break", work.state), trades, fills)
 
         # A new session (or one the gateway has not seen start) begins flat.
@@ -338,6 +529,8 @@ class Gateway:
                     return refused(
                         f"closing the previous session's position was refused: {exc}", current.copy()
                     )
+                except OutcomeUnknownError as exc:
+                    return unknown(exc, current.copy(), "closing the previous session's position")
             work.state.new_session()
             work.session_id = req.session_id
             self._configure(work)
@@ -345,9 +538,16 @@ class Gateway:
         action = Action(req.action)
         name = action.name
         risk: RiskRefusal | None = None
-        if action in _ENTRIES and not work.state.side:
-            risk = self.risk.check_entry(
-                req.bar_ts, time.time(), lambda start, end: self._day_pnl(req.account, start, end, trades)
+        if action in _ENTRIES and not work.state.side and not replay:
+            halt = self._instrument_halts.get(req.instrument)
+            risk = (
+                RiskRefusal(
+                    "instrument_halted", f"entry refused: {req.instrument} halted until reconciled ({halt})"
+                )
+                if halt is not None
+                else self.risk.check_entry(
+                    req.bar_ts, time.time(), lambda start, end: self._day_pnl(req.account, start, end, trades)
+                )
             )
             if risk is not None:
                 action = Action.HOLD  # the state machine sees a HOLD; the order is refused
@@ -375,9 +575,14 @@ class Gateway:
                 fill = self._call_broker("close", req, client_id, outcome.trade.side)
                 fills.append(FillRecord(client_id, "close", outcome.trade.side, req.close, fill))
                 trades.append(self._trade_record(work, outcome.trade, fill))
-        except BrokerError as exc:
+        except (BrokerError, OutcomeUnknownError) as exc:
             if not opened:
+                if isinstance(exc, OutcomeUnknownError):
+                    return unknown(exc, before, name)
                 return refused(f"{name} refused by the broker: {exc}", before)
+            if isinstance(exc, OutcomeUnknownError):
+                self.metrics.unknown_outcomes.inc()
+                self._set_instrument_halt(req.instrument, f"session-end close: {exc}")
             # The entry filled but the session-end close did not: the position stays open (it is
             # closed at the next session's start), exactly as the broker holds it.
             self.metrics.broker_errors.inc()
@@ -387,7 +592,7 @@ class Gateway:
             reason = f"{name} filled, but the broker refused the session-end close ({exc}); position open"
             logger.error("%s/%s order %s: %s", req.account, req.instrument, key, reason)
             plan = result("filled", reason, state, outcome.reward, now_settled=outcome.settled)
-            return _Plan(work, plan, trades, fills)
+            return _Plan(work, plan, trades, fills, unknown=isinstance(exc, OutcomeUnknownError))
         work.state = state
         if not state.side:
             work.entry_model_version, work.broker_entry_price, work.broker_trade_id = "", None, ""
@@ -444,16 +649,27 @@ class Gateway:
         work.entry_model_version, work.broker_entry_price, work.broker_trade_id = "", None, ""
 
     def _call_broker(self, what: str, req: OrderRequest, client_id: str, side: int) -> Fill:
+        """One broker call, journalled: the intent is committed before the call and resolved after it
+        (filled with the order's ledger write; rejected or unknown at once)."""
+        known = self._known_fills.get(client_id)
+        if known is not None:  # reconciliation recording an order whose fill it looked up
+            return known
+        self.ledger.add_intent(req, client_id, what, side, time.time())
         try:
             if what == "open":
                 fill = self.broker.open(req.account, req.instrument, side, client_id, req.close)
             else:
                 fill = self.broker.close(req.account, req.instrument, client_id, req.close)
-        except BrokerError:
+        except BrokerError as exc:
+            self.ledger.resolve_intent(client_id, "rejected", str(exc), time.time())
             raise
-        except Exception as exc:  # a broker adapter's bug must not leave a half-committed order
+        except OutcomeUnknownError as exc:
+            self.ledger.resolve_intent(client_id, "unknown", str(exc), time.time())
+            raise
+        except Exception as exc:  # an adapter's bug: it may have sent the order, so the outcome is unknown
             logger.exception("broker %s %s failed unexpectedly", self.broker.name, what)
-            raise BrokerError(f"unexpected broker error: {type(exc).__name__}: {exc}") from exc
+            self.ledger.resolve_intent(client_id, "unknown", f"{type(exc).__name__}: {exc}", time.time())
+            raise OutcomeUnknownError(f"unexpected broker error: {type(exc).__name__}: {exc}") from exc
         logger.info(
             "%s/%s %s %s: model %s, broker %s (order %s, trade %s)",
             req.account,

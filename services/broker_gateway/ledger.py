@@ -82,6 +82,17 @@ CREATE TABLE IF NOT EXISTS positions (
 CREATE TABLE IF NOT EXISTS controls (
     name VARCHAR PRIMARY KEY, value JSON NOT NULL, updated_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS broker_intents (   -- the journal: written BEFORE each broker call
+    client_order_id VARCHAR PRIMARY KEY,
+    idempotency_key VARCHAR NOT NULL, account VARCHAR NOT NULL, instrument VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL, side TINYINT NOT NULL,   -- open or close; side of the position
+    model_price DOUBLE NOT NULL, bar_ts TIMESTAMP NOT NULL,
+    request JSON NOT NULL,                          -- the OrderRequest, to record it once resolved
+    status VARCHAR NOT NULL,      -- pending (sent, no answer yet), filled, rejected, unknown
+    detail VARCHAR NOT NULL,
+    broker_price DOUBLE, broker_order_id VARCHAR, broker_trade_id VARCHAR,
+    created_at TIMESTAMP NOT NULL, resolved_at TIMESTAMP
+);
 CREATE TABLE IF NOT EXISTS rewards (   -- one row per decision, written once its reward is known
     account VARCHAR NOT NULL, instrument VARCHAR NOT NULL,
     bar_ts TIMESTAMP NOT NULL,          -- the decision's bar
@@ -155,6 +166,24 @@ class FillRecord:
 
 
 @dataclass(frozen=True)
+class Intent:
+    """One broker call of the journal. ``pending``: written before the call and not resolved (the
+    process died in between); ``unknown``: the broker's answer left the outcome open."""
+
+    client_order_id: str
+    idempotency_key: str
+    account: str
+    instrument: str
+    kind: Literal["open", "close"]
+    side: int
+    model_price: float
+    bar_ts: int
+    request: OrderRequest
+    status: Literal["pending", "filled", "rejected", "unknown"]
+    detail: str
+
+
+@dataclass(frozen=True)
 class StoredOrder:
     account: str
     instrument: str
@@ -193,6 +222,95 @@ class Ledger:
 
     def ping(self) -> None:
         self._fetch("SELECT 1")
+
+    # ------------------------------------------------------------ the journal
+    def add_intent(
+        self, request: OrderRequest, client_order_id: str, kind: str, side: int, now: float
+    ) -> None:
+        """Journal a broker call before it is made (committed on return). A client id already
+        journalled (a retry of an unresolved call) keeps its row, now pending again."""
+        with self._transaction() as con:
+            con.execute(
+                f"INSERT INTO broker_intents VALUES (?, ?, ?, ?, ?, ?, ?, {_TS}, ?, 'pending', '', "
+                f"NULL, NULL, NULL, {_TS}, NULL) ON CONFLICT (client_order_id) DO UPDATE SET "
+                "status = 'pending', detail = '', resolved_at = NULL",
+                [
+                    client_order_id,
+                    request.idempotency_key,
+                    request.account,
+                    request.instrument,
+                    kind,
+                    side,
+                    request.close,
+                    request.bar_ts,
+                    request.model_dump_json(),
+                    int(now),
+                ],
+            )
+
+    def resolve_intent(
+        self, client_order_id: str, status: str, detail: str, now: float, fill: Fill | None = None
+    ) -> None:
+        with self._transaction() as con:
+            self._resolve(con, client_order_id, status, detail, int(now), fill)
+
+    @staticmethod
+    def _resolve(
+        con: duckdb.DuckDBPyConnection, client_id: str, status: str, detail: str, now: int, fill: Fill | None
+    ) -> None:
+        con.execute(
+            f"UPDATE broker_intents SET status = ?, detail = ?, broker_price = ?, broker_order_id = ?, "
+            f"broker_trade_id = ?, resolved_at = {_TS} WHERE client_order_id = ?",
+            [
+                status,
+                detail[:2000],
+                fill.price if fill else None,
+                fill.order_id if fill else None,
+                fill.trade_id if fill else None,
+                now,
+                client_id,
+            ],
+        )
+
+    def open_intents(self, instrument: str | None = None) -> list[Intent]:
+        """Broker calls whose outcome is not known: pending or unknown, oldest first."""
+        where, params = _where(instrument=instrument)
+        where = (where + " AND" if where else " WHERE") + " status IN ('pending', 'unknown')"
+        rows = self._fetch(
+            "SELECT client_order_id, idempotency_key, account, instrument, kind, side, model_price, "
+            f"{_epoch('bar_ts')}, request, status, detail FROM broker_intents{where} ORDER BY created_at, "
+            "client_order_id",
+            params,
+        )
+        return [
+            Intent(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                int(r[5]),
+                r[6],
+                int(r[7]),
+                OrderRequest.model_validate_json(r[8]),
+                r[9],
+                r[10],
+            )
+            for r in rows
+        ]
+
+    def journal(self) -> list[tuple[str, str, str]]:
+        """(client order id, status, detail) of every journalled broker call, oldest first."""
+        rows = self._fetch(
+            "SELECT client_order_id, status, detail FROM broker_intents ORDER BY created_at, client_order_id"
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def intent_counts(self) -> dict[str, int]:
+        return {
+            status: int(n)
+            for status, n in self._fetch("SELECT status, count(*) FROM broker_intents GROUP BY 1")
+        }
 
     # ------------------------------------------------------------ orders
     def find_order(self, key: str) -> StoredOrder | None:
@@ -244,6 +362,8 @@ class Ledger:
                     result.model_dump_json(),
                 ],
             )
+            for f in fills:  # the journal: these calls are now known and recorded
+                self._resolve(con, f.client_order_id, "filled", "", now_s, f.fill)
             for leg, f in enumerate(fills):
                 con.execute(
                     f"INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {_TS})",
@@ -264,31 +384,7 @@ class Ledger:
                     ],
                 )
             for t in trades:
-                tr = t.trade
-                con.execute(
-                    "INSERT INTO trades (account, instrument, side, entry_ts, entry_price, exit_ts, "
-                    "exit_price, pnl_pips, bars_held, exit_reason, model_version, session_id, "
-                    "idempotency_key, broker_entry_price, broker_exit_price, broker_trade_id) "
-                    f"VALUES (?, ?, ?, {_TS}, ?, {_TS}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        request.account,
-                        request.instrument,
-                        tr.side,
-                        tr.entry_ts,
-                        tr.entry_price,
-                        tr.exit_ts,
-                        tr.exit_price,
-                        tr.pnl_pips,
-                        tr.bars_held,
-                        tr.exit_reason,
-                        t.model_version,
-                        t.session_id,
-                        request.idempotency_key,
-                        t.broker_entry_price,
-                        t.broker_exit_price,
-                        t.broker_trade_id,
-                    ],
-                )
+                self._insert_trade(con, request.account, request.instrument, t, request.idempotency_key)
             # This decision's reward in the order's kind; a settled earlier one is an equity reward (the
             # only one that waits for the next bar).
             rewards = [(s.bar_ts, s.reward, "equity") for s in result.settled]
@@ -307,29 +403,70 @@ class Ledger:
                         now_s,
                     ],
                 )
-            # UPDATE, and INSERT only the first time: DuckDB's INSERT OR REPLACE deletes and re-inserts
-            # the row through the primary-key index, about three times the cost on the order path.
-            key = [position.account, position.instrument]
-            values = [
-                json.dumps(position.state.to_dict()),
-                position.last_bar_ts,
-                position.session_id,
-                position.last_bar_ts,
-                position.entry_model_version,
-                position.broker_entry_price,
-                position.broker_trade_id,
-                now_s,
-            ]
-            updated = con.execute(
-                f"UPDATE positions SET state = ?, as_of_bar_ts = {_TS}, session_id = ?, last_bar_ts = {_TS}, "
-                f"entry_model_version = ?, broker_entry_price = ?, broker_trade_id = ?, updated_at = {_TS} "
-                "WHERE account = ? AND instrument = ?",
-                values + key,
-            ).fetchone()
-            if not updated or not updated[0]:
-                con.execute(
-                    f"INSERT INTO positions VALUES (?, ?, ?, {_TS}, ?, {_TS}, ?, ?, ?, {_TS})", key + values
-                )
+            self._upsert_position(con, position, now_s)
+
+    @staticmethod
+    def _insert_trade(
+        con: duckdb.DuckDBPyConnection, account: str, instrument: str, t: TradeRecord, closed_by: str
+    ) -> None:
+        tr = t.trade
+        con.execute(
+            "INSERT INTO trades (account, instrument, side, entry_ts, entry_price, exit_ts, "
+            "exit_price, pnl_pips, bars_held, exit_reason, model_version, session_id, "
+            "idempotency_key, broker_entry_price, broker_exit_price, broker_trade_id) "
+            f"VALUES (?, ?, ?, {_TS}, ?, {_TS}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                account,
+                instrument,
+                tr.side,
+                tr.entry_ts,
+                tr.entry_price,
+                tr.exit_ts,
+                tr.exit_price,
+                tr.pnl_pips,
+                tr.bars_held,
+                tr.exit_reason,
+                t.model_version,
+                t.session_id,
+                closed_by,
+                t.broker_entry_price,
+                t.broker_exit_price,
+                t.broker_trade_id,
+            ],
+        )
+
+    @staticmethod
+    def _upsert_position(con: duckdb.DuckDBPyConnection, position: PositionRecord, now_s: int) -> None:
+        # UPDATE, and INSERT only the first time: DuckDB's INSERT OR REPLACE deletes and re-inserts
+        # the row through the primary-key index, about three times the cost on the order path.
+        key = [position.account, position.instrument]
+        values = [
+            json.dumps(position.state.to_dict()),
+            position.last_bar_ts,
+            position.session_id,
+            position.last_bar_ts,
+            position.entry_model_version,
+            position.broker_entry_price,
+            position.broker_trade_id,
+            now_s,
+        ]
+        updated = con.execute(
+            f"UPDATE positions SET state = ?, as_of_bar_ts = {_TS}, session_id = ?, last_bar_ts = {_TS}, "
+            f"entry_model_version = ?, broker_entry_price = ?, broker_trade_id = ?, updated_at = {_TS} "
+            "WHERE account = ? AND instrument = ?",
+            values + key,
+        ).fetchone()
+        if not updated or not updated[0]:
+            con.execute(
+                f"INSERT INTO positions VALUES (?, ?, ?, {_TS}, ?, {_TS}, ?, ?, ?, {_TS})", key + values
+            )
+
+    def repair(self, position: PositionRecord, trades: list[TradeRecord], now: float) -> None:
+        """Reconciliation's change of a position (and the trades it closed), in one transaction."""
+        with self._transaction() as con:
+            for t in trades:
+                self._insert_trade(con, position.account, position.instrument, t, f"reconciled:{int(now)}")
+            self._upsert_position(con, position, int(now))
 
     def order_counts(self) -> list[tuple[str, str, int, str, int]]:
         """(instrument, kind, action, status, count) of every stored order, for the metrics."""

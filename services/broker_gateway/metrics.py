@@ -87,6 +87,29 @@ class GatewayMetrics:
         self.risk_refusals = Counter(
             "smz_gateway_risk_refusals", "Entries refused by a risk check", ["reason"], registry=r
         )
+        # The broker journal and reconciliation (docs/GATEWAY.md).
+        self.instrument_halted = Gauge(
+            "smz_gateway_instrument_halted",
+            "1 while an instrument's entries wait for a broker outcome or a reconciliation",
+            ["instrument"],
+            registry=r,
+        )
+        self.unknown_outcomes = Counter(
+            "smz_gateway_broker_unknown_outcomes",
+            "Broker calls whose outcome was unknown (5xx, timeout, failed lookup, a book that differs)",
+            registry=r,
+        )
+        self.position_mismatches = Counter(
+            "smz_gateway_position_mismatches",
+            "Positions reconciliation found different at the broker (and made the ledger follow)",
+            ["instrument"],
+            registry=r,
+        )
+        self.open_intents = Gauge(
+            "smz_gateway_open_broker_intents",
+            "Journalled broker calls whose outcome is not resolved yet",
+            registry=r,
+        )
         self.broker_errors = Counter(
             "smz_gateway_broker_errors", "Broker calls that failed or were refused", registry=r
         )

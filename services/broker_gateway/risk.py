@@ -11,7 +11,7 @@ DAY_SECONDS = 86_400
 BAR_SECONDS = 60  # a bar's timestamp is its open time; it closes a minute later
 
 # The ``reason`` label values of smz_gateway_risk_refusals_total, in the order they are checked.
-RISK_REASONS = ("halted", "daily_loss", "stale_bar")
+RISK_REASONS = ("halted", "instrument_halted", "daily_loss", "stale_bar")
 
 
 def utc_day_start(ts: int) -> int:

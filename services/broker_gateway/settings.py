@@ -74,6 +74,9 @@ class GatewaySettings(BaseSettings):
     oanda_token: SecretStr | None = None
     oanda_units: int = Field(1, ge=1)  # units per position (SPEC: one unit)
     oanda_timeout_seconds: float = Field(10.0, gt=0)
+    # Positions compared with the broker's this often (and after every unknown outcome); 0: only at
+    # start and after unknowns. The paper broker keeps no book: never.
+    reconcile_seconds: float = Field(60.0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewaySettings:

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 import redis
 
-from services.broker_gateway.brokers import BrokerError, BrokerPosition
+from services.broker_gateway.brokers import BrokerError, BrokerPosition, OutcomeUnknownError
 from services.broker_gateway.oanda import (
     OandaBroker,
     from_oanda_instrument,
@@ -87,7 +87,8 @@ def test_open_close_and_sync_speak_v20(oanda_stub: Any) -> None:
 
 def test_failures_raise_with_oandas_reason(oanda_stub: Any) -> None:
     broker = broker_for(oanda_stub)
-    with pytest.raises(BrokerError, match="no open GBP_JPY position"):
+    # Closing what the broker does not hold is no refusal: the ledger differs from the broker.
+    with pytest.raises(OutcomeUnknownError, match="no open GBP_JPY position"):
         broker.close("acct", "GBPJPY", "c1", 150.0)
     oanda_stub.fail_next["POST"] = (
         400,
@@ -203,14 +204,21 @@ def test_gateway_trades_through_oanda(
     ]
     assert sorted(fills) == sorted([(key, "open", 150.00, 150.013), ("k3", "close", 150.10, 150.108)])
 
-    # At startup the gateway compares its positions with the broker's and warns about differences.
+    # At startup the gateway compares its positions with the broker's, which is the truth: a position
+    # opened at the broker behind the ledger's back is adopted (and counted as a mismatch).
     oanda_stub.units["GBP_JPY"], oanda_stub.trade_ids["GBP_JPY"] = 1, ["9999"]
     with (
         caplog.at_level(logging.WARNING, logger="services.broker_gateway"),
-        open_gateway(settings, broker_for(oanda_stub)),
+        open_gateway(settings, broker_for(oanda_stub)) as gw,
     ):
-        pass
-    assert "broker holds long, ledger does not" in caplog.text
+        adopted = gw.position()
+        assert (adopted["side"], adopted["model_version"], adopted["broker_entry_price"]) == (
+            1,
+            "reconciled",
+            150.108,
+        )
+        assert gw.metric("smz_gateway_position_mismatches_total", instrument="GBPJPY") == 1
+    assert "ledger flat, broker long" in caplog.text
 
 
 def test_an_entry_on_the_last_bar_opens_and_closes_at_the_broker(

@@ -88,9 +88,10 @@ def serving(app: FastAPI, port: int | None = None) -> Iterator[str]:
 class FakeGateway:
     """Answers ``POST /v1/orders`` like the broker gateway: bearer token (401), idempotency by key (a
     repeat replays the first result with ``duplicate``), bars of one (account, instrument) strictly
-    increasing (409). ``down``: answer 503 to everything."""
+    increasing (409). ``down``: answer 503 to everything; ``failing``: 500 to these instruments."""
 
     down: bool = False
+    failing: set[str] = field(default_factory=set)  # instruments whose orders get a 500
     orders: dict[str, OrderRequest] = field(default_factory=dict)  # key -> first order, in arrival order
     attempts: list[OrderRequest] = field(default_factory=list)  # every authorised order received
     duplicates: int = 0
@@ -109,6 +110,8 @@ class FakeGateway:
                 raise HTTPException(401, "invalid bearer token")
             with self.lock:
                 self.attempts.append(order)
+                if order.instrument in self.failing:
+                    raise HTTPException(500, "ledger write failed")
                 if order.idempotency_key in self.results:
                     self.duplicates += 1
                     return self.results[order.idempotency_key].model_copy(update={"duplicate": True})

@@ -15,9 +15,9 @@ from services.api_errors import install_error_handlers
 from services.broker_gateway.brokers import Broker, PaperBroker
 from services.broker_gateway.engine import Gateway, OrderConflictError, OrderRejectedError
 from services.broker_gateway.ledger import PositionRecord
-from services.broker_gateway.oanda import OandaBroker
 from services.broker_gateway.settings import GatewaySettings
 from services.http_guard import RequestGuard, bearer_matches
+from services.oanda.execution import OandaBroker
 from shared.wire import OrderRequest, OrderResult
 
 

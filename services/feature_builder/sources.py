@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from services.feature_builder.validation import LiveBar
 from services.jobs.ingest import resolve_inputs
+from services.oanda.data import OANDA_MAX_COUNT, CandleFeed
 from shared.bars import Bars
 from shared.ingest import AUTO, ParsedFile, RejectedRow, parse_bars, parse_zone
 from shared.store import Store
@@ -41,10 +41,6 @@ __all__ = [
     "ReplaySource",
     "duckdb_source",
     "file_source",
-    "from_oanda_instrument",
-    "parse_rfc3339",
-    "rfc3339",
-    "to_oanda_instrument",
 ]
 
 
@@ -259,42 +255,11 @@ def file_source(
 
 
 # ------------------------------------------------------------------- OANDA
-OANDA_MAX_COUNT = 5000  # the v20 API's limit on candles per request
-
-
-def to_oanda_instrument(instrument: str) -> str:
-    """GBPJPY -> GBP_JPY."""
-    if len(instrument) != 6:
-        raise ValueError(f"cannot map {instrument!r} to an OANDA currency pair (want 6 letters like GBPJPY)")
-    return f"{instrument[:3]}_{instrument[3:]}"
-
-
-def from_oanda_instrument(name: str) -> str:
-    """GBP_JPY -> GBPJPY."""
-    return name.replace("_", "")
-
-
-def rfc3339(ts: int) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rfc3339(text: str) -> int:
-    """Epoch seconds of an OANDA RFC 3339 time like ``2017-01-03T00:01:00.000000000Z`` (UTC)."""
-    if not text.endswith("Z"):
-        raise ValueError(f"expected a UTC time ending in Z, got {text!r}")
-    base, _, fraction = text[:-1].partition(".")
-    if fraction and not fraction.isdigit():
-        raise ValueError(f"bad fraction of a second in {text!r}")
-    return int(datetime.fromisoformat(base).replace(tzinfo=UTC).timestamp())
-
-
 class OandaSource:
-    """Closed M1 bid candles of the OANDA v20 REST API, polled every ``poll_seconds``.
-
-    ``history``: ``GET /v3/instruments/{GBP_JPY}/candles?granularity=M1&price=B&count=N+1`` (the last
-    candle is usually still forming). ``bars``: ``...&from=<last ts + 60 s>``; only complete candles
-    are used, each once. HTTP and decoding errors are logged and retried with exponential backoff.
-    """
+    """Closed M1 bid candles of the OANDA v20 feed (``services.oanda.data``), polled every
+    ``poll_seconds``: ``history`` asks for the last N+1 candles (the last one is usually still
+    forming), ``bars`` for those from the last bar on; each complete candle is handed out once. HTTP and
+    decoding errors are logged and retried with exponential backoff."""
 
     def __init__(
         self,
@@ -309,23 +274,20 @@ class OandaSource:
         timeout: float = 10.0,
     ) -> None:
         self.instrument = instrument
-        self.oanda_instrument = to_oanda_instrument(instrument)
+        self.feed = CandleFeed(instrument, base_url, token, timeout)
         self.history_bars = history_bars
         self.poll_seconds = poll_seconds
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.last_ts: int | None = None
-        self.requests = 0
         self.errors = 0
-        self._client = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}", "Accept-Datetime-Format": "RFC3339"},
-            timeout=timeout,
-        )
-        self._path = f"/v3/instruments/{self.oanda_instrument}/candles"
+
+    @property
+    def requests(self) -> int:
+        return self.feed.requests
 
     def close(self) -> None:
-        self._client.close()
+        self.feed.close()
 
     def history(self, stop: threading.Event) -> list[LiveBar]:
         count = self.history_bars + 1
@@ -334,15 +296,13 @@ class OandaSource:
                 "OANDA serves at most %d candles per request; history limited to that", OANDA_MAX_COUNT
             )
             count = OANDA_MAX_COUNT
-        bars = self._fetch_retrying({"count": count}, stop)
+        bars = self._fetch_retrying(None, count, stop)
         return self._new(bars or [])
 
     def bars(self, stop: threading.Event) -> Iterator[LiveBar]:
         while not stop.is_set():
-            params: dict[str, object] = (
-                {"count": 2} if self.last_ts is None else {"from": rfc3339(self.last_ts + 60), "count": 500}
-            )
-            fetched = self._fetch_retrying(params, stop)
+            since = None if self.last_ts is None else self.last_ts + 60
+            fetched = self._fetch_retrying(since, 2 if since is None else 500, stop)
             if fetched is None:
                 return
             yield from self._new(fetched)
@@ -358,41 +318,21 @@ class OandaSource:
                 self.last_ts = bar.ts
         return out
 
-    def _fetch_retrying(self, params: dict[str, object], stop: threading.Event) -> list[LiveBar] | None:
+    def _fetch_retrying(self, since: int | None, count: int, stop: threading.Event) -> list[LiveBar] | None:
         backoff = self.backoff_initial
         while not stop.is_set():
             try:
-                return self._fetch(params)
+                return [LiveBar(self.instrument, *c) for c in self.feed.complete(since, count)]
             except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
                 self.errors += 1
-                log.error("OANDA candles request %s failed: %s; retrying in %.1f s", params, exc, backoff)
+                log.error(
+                    "OANDA candles request (since %s, count %d) failed: %s; retrying in %.1f s",
+                    since,
+                    count,
+                    exc,
+                    backoff,
+                )
                 if stop.wait(backoff):
                     break
                 backoff = min(backoff * 2, self.backoff_max)
         return None
-
-    def _fetch(self, params: dict[str, object]) -> list[LiveBar]:
-        """The complete candles of one response, in time order (stops at the first incomplete one)."""
-        self.requests += 1
-        response = self._client.get(self._path, params={"granularity": "M1", "price": "B", **params})
-        response.raise_for_status()
-        body = response.json()
-        if body.get("instrument", self.oanda_instrument) != self.oanda_instrument:
-            raise ValueError(f"asked for {self.oanda_instrument}, got candles of {body.get('instrument')}")
-        bars = []
-        for candle in body["candles"]:
-            if not candle.get("complete", False):
-                break  # only the last candle is ever incomplete; never skip past one
-            bid = candle["bid"]
-            bars.append(
-                LiveBar(
-                    self.instrument,
-                    parse_rfc3339(candle["time"]),
-                    float(bid["o"]),
-                    float(bid["h"]),
-                    float(bid["l"]),
-                    float(bid["c"]),
-                    float(candle.get("volume", 0)),
-                )
-            )
-        return bars

@@ -14,8 +14,8 @@ import pytest
 
 from services.broker_gateway.engine import Gateway
 from services.broker_gateway.ledger import Ledger
-from services.broker_gateway.oanda import OandaBroker
 from services.broker_gateway.settings import GatewaySettings
+from services.oanda.execution import OandaBroker
 from shared.reward import Action
 from shared.wire import OrderRequest
 

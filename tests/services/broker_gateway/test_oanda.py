@@ -12,13 +12,8 @@ import pytest
 import redis
 
 from services.broker_gateway.brokers import BrokerError, BrokerPosition, OutcomeUnknownError
-from services.broker_gateway.oanda import (
-    OandaBroker,
-    from_oanda_instrument,
-    oanda_client_id,
-    to_oanda_instrument,
-)
 from services.broker_gateway.settings import GatewaySettings
+from services.oanda.execution import OandaBroker, oanda_client_id
 from shared.reward import Action
 from shared.wire import PositionMessage, position_key
 
@@ -34,8 +29,6 @@ def broker_for(stub: Any, timeout: float = 2.0, **overrides: str) -> OandaBroker
 
 
 def test_instrument_names_and_client_ids() -> None:
-    assert to_oanda_instrument("GBPJPY") == "GBP_JPY" and to_oanda_instrument("DE30EUR") == "DE30_EUR"
-    assert from_oanda_instrument("GBP_JPY") == "GBPJPY"
     assert oanda_client_id("acct:GBPJPY:1704189600") == "acct:GBPJPY:1704189600"
     long_id = oanda_client_id("x" * 200)
     assert len(long_id) <= 128 and long_id == oanda_client_id("x" * 200)

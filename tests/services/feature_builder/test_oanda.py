@@ -12,13 +12,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from services.feature_builder.sources import (
-    OandaSource,
-    from_oanda_instrument,
-    parse_rfc3339,
-    rfc3339,
-    to_oanda_instrument,
-)
+from services.feature_builder.sources import OandaSource
+from services.oanda.data import parse_rfc3339, rfc3339
 from shared.bars import Bars
 
 RECORDED = Path(__file__).parent / "data" / "oanda_gbpjpy_m1_candles.json"
@@ -123,10 +118,7 @@ def test_http_errors_are_retried_with_backoff(stub: V20Stub) -> None:
     source.close()
 
 
-def test_instrument_names_and_times() -> None:
-    assert to_oanda_instrument("GBPJPY") == "GBP_JPY" and from_oanda_instrument("GBP_JPY") == "GBPJPY"
-    with pytest.raises(ValueError, match="6 letters"):
-        to_oanda_instrument("SYNTHJPY")
+def test_times() -> None:
     assert parse_rfc3339("2017-01-03T08:00:00.000000000Z") == FIRST == parse_rfc3339(rfc3339(FIRST))
     assert rfc3339(FIRST + 60) == "2017-01-03T08:01:00Z"
     with pytest.raises(ValueError):

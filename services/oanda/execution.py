@@ -1,4 +1,4 @@
-"""OANDA v20 REST broker: market orders, position closeouts and open positions over httpx.
+"""OANDA v20 execution: market orders, position closeouts, open positions and order lookups.
 
 One gateway maps onto one OANDA account (``oanda_account_id``): the ``account`` argument of the broker
 calls names the gateway's account and is not sent. OANDA nets positions per instrument, so give each
@@ -15,23 +15,12 @@ from urllib.parse import quote
 import httpx
 
 from services.broker_gateway.brokers import BrokerError, BrokerPosition, Fill, OutcomeUnknownError
-from shared.instruments import validate_instrument
+from services.oanda.http import PRACTICE_URL, v20_client
+from services.oanda.instruments import from_oanda_instrument, to_oanda_instrument
 
 logger = logging.getLogger(__name__)
 
-PRACTICE_URL = "https://api-fxpractice.oanda.com"
 CLIENT_ID_MAX = 128  # OANDA's limit on a client extension id
-
-
-def to_oanda_instrument(name: str) -> str:
-    """GBPJPY -> GBP_JPY: the last three letters are the quote currency (also XAUUSD, DE30EUR)."""
-    validate_instrument(name)
-    return f"{name[:-3]}_{name[-3:]}"
-
-
-def from_oanda_instrument(name: str) -> str:
-    """GBP_JPY -> GBPJPY."""
-    return name.replace("_", "")
 
 
 def oanda_client_id(client_order_id: str) -> str:
@@ -65,15 +54,7 @@ class OandaBroker:
             raise ValueError(f"units must be at least 1, got {units}")
         self.account_id = account_id
         self.units = units
-        self._client = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            timeout=timeout,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "Accept-Datetime-Format": "RFC3339",
-            },
-        )
+        self._client = v20_client(base_url, token, timeout)
         self._account_path = f"/v3/accounts/{quote(account_id, safe='')}"
 
     def shutdown(self) -> None:
@@ -87,7 +68,7 @@ class OandaBroker:
         body = {
             "order": {
                 "type": "MARKET",
-                "instrument": to_oanda_instrument(instrument),
+                "instrument": _oanda_name(instrument),
                 "units": str(side * self.units),
                 "timeInForce": "FOK",
                 "positionFill": "DEFAULT",
@@ -106,7 +87,7 @@ class OandaBroker:
         return _to_fill(tx)
 
     def close(self, account: str, instrument: str, client_order_id: str, price_hint: float) -> Fill:
-        name = to_oanda_instrument(instrument)
+        name = _oanda_name(instrument)
         side = self._open_side(name)
         prefix = "long" if side > 0 else "short"
         client_id = oanda_client_id(client_order_id)
@@ -248,6 +229,14 @@ class OandaBroker:
                     raise BrokerError(f"OANDA {what} the order: {reason}")
             raise OutcomeUnknownError(f"OANDA's answer holds no {fill_key}")
         return dict(fill)
+
+
+def _oanda_name(instrument: str) -> str:
+    """OANDA's name of ``instrument``; an instrument it has not is a refusal (nothing was sent)."""
+    try:
+        return to_oanda_instrument(instrument)
+    except ValueError as exc:
+        raise BrokerError(str(exc)) from exc
 
 
 def _error_code(response: httpx.Response) -> str:

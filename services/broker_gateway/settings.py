@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.wire import POSITIONS_STREAM
@@ -77,6 +77,12 @@ class GatewaySettings(BaseSettings):
     # Positions compared with the broker's this often (and after every unknown outcome); 0: only at
     # start and after unknowns. The paper broker keeps no book: never.
     reconcile_seconds: float = Field(60.0, ge=0)
+
+    @field_validator("max_daily_loss_pips", "stale_bar_seconds", "admin_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty variable (compose's ${VAR:-}) means: not set, take the default.
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewaySettings:

@@ -20,7 +20,7 @@ from tests.deploy.helpers import COMPOSE_FILE, ENV_EXAMPLE, PROMETHEUS_CONFIG, R
 
 SMZ_SERVICES = ("data-init", "trainer", "broker-gateway", "inference", "feature-builder")
 LONG_RUNNING = ("redis", "trainer", "broker-gateway", "inference", "feature-builder", "prometheus", "grafana")
-SECRETS = ("SMZ_GATEWAY_TOKEN", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+SECRETS = ("SMZ_GATEWAY_TOKEN", "SMZ_GATEWAY_ADMIN_TOKEN", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 SETTINGS = {
     "SMZ_INFERENCE_": InferenceSettings,
     "SMZ_GATEWAY_": GatewaySettings,

@@ -379,3 +379,40 @@ def test_servicemonitors_select_services_with_their_ports() -> None:
             scraped.add(service["metadata"]["name"])
     assert scraped == {"inference", "broker-gateway", "trainer", "feature-builder"}
     assert not any(o["kind"] == "ServiceMonitor" for o in render("overlays/prod"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_redis_needs_its_password_and_only_the_live_services_reach_it(overlay: str) -> None:
+    objs = render(overlay)
+    redis_args = container(find(objs, "Deployment", "redis"))["args"]
+    assert redis_args[redis_args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    for name, prefix in (
+        ("broker-gateway", "SMZ_GATEWAY_"),
+        ("inference", "SMZ_INFERENCE_"),
+        ("feature-builder", "SMZ_FEATURE_BUILDER_"),
+    ):
+        env = container(find(objs, "Deployment", name))["env"]
+        names = [e["name"] for e in env]
+        url = next(e["value"] for e in env if e["name"] == f"{prefix}REDIS_URL")
+        assert url == "redis://:$(REDIS_PASSWORD)@redis:6379/0"
+        assert names.index("REDIS_PASSWORD") < names.index(f"{prefix}REDIS_URL")  # expanded in order
+    policies = {o["metadata"]["name"]: o for o in objs if o["kind"] == "NetworkPolicy"}
+    deny = policies["default-deny-ingress"]["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    (rule,) = policies["redis-from-the-live-services"]["spec"]["ingress"]
+    (clients,) = rule["from"][0]["podSelector"]["matchExpressions"]
+    assert set(clients["values"]) == {"feature-builder", "inference", "broker-gateway"}
+    (gateway_rule,) = policies["broker-gateway-from-inference-and-prometheus"]["spec"]["ingress"]
+    assert gateway_rule["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "inference"}
+    gateway_env = {e["name"]: e for e in container(find(objs, "Deployment", "broker-gateway"))["env"]}
+    assert gateway_env["SMZ_GATEWAY_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "admin-token"
+
+
+def test_prod_serves_no_api_docs() -> None:
+    objs = render("overlays/prod")
+    for name, key in (
+        ("inference-config", "SMZ_INFERENCE_DOCS"),
+        ("broker-gateway-config", "SMZ_GATEWAY_DOCS"),
+    ):
+        (config,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(name)]
+        assert config["data"][key] == "false"

@@ -87,6 +87,7 @@ def test_settings_defaults_and_checks(make_settings: Settings) -> None:
     assert (settings.port, settings.positions_stream, settings.spread_pips) == (8002, POSITIONS_STREAM, 4.0)
     assert settings.token.get_secret_value() == DEFAULT_TOKEN
     assert settings.risk_limits() == (0.0, 0.0)  # paper: risk limits off unless set
+    assert GatewaySettings(max_daily_loss_pips="", stale_bar_seconds="").risk_limits() == (0.0, 0.0)
     with pytest.raises(ValueError, match="broker=oanda needs SMZ_GATEWAY_OANDA_ACCOUNT_ID"):
         GatewaySettings(broker="oanda", token="real")
     oanda = {"broker": "oanda", "oanda_account_id": "101", "oanda_token": "x"}

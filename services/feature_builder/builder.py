@@ -97,6 +97,11 @@ class InstrumentState:
     windows: int = 0
     session_breaks: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    # A restarted builder resumes after the last bar the gateway processed (its position's bar): the
+    # live bars up to it were decided already; they move the clock and the features, nothing is sent.
+    resume_after: int | None = None
+    resume_checked: bool = False
+    resumed_bars: int = 0
 
     def __post_init__(self) -> None:
         self.pip = pip_size(self.instrument)
@@ -167,6 +172,18 @@ class FeatureBuilder:
         st = self.state(bar.instrument)
         if self._rejected(st, bar, "live"):
             return []
+        if not st.resume_checked:
+            st.resume_checked = True
+            known = self.positions.current(bar.instrument)
+            if known is not None and known.as_of_bar_ts >= bar.ts:
+                st.resume_after = known.as_of_bar_ts
+                log.info(
+                    "%s: the gateway has decided up to the bar at %s already; resuming after it",
+                    bar.instrument,
+                    _iso(known.as_of_bar_ts),
+                )
+        if st.resume_after is not None and bar.ts <= st.resume_after:
+            return self._skip_decided(st, bar)
         st.push(bar)
         st.live_bars += 1
         m = self.metrics
@@ -181,6 +198,18 @@ class FeatureBuilder:
         if st.live_bars % self.log_every == 0:
             self._progress(st)
         return out
+
+    def _skip_decided(self, st: InstrumentState, bar: LiveBar) -> list[WindowMessage]:
+        """A live bar the gateway processed before this builder started: clock and features move on;
+        the last one becomes the window whose position the next bar waits for (the gateway's current)."""
+        st.push(bar)
+        slot = st.clock.live(bar.ts)
+        st.resumed_bars += 1
+        if slot.tradeable:
+            st.last_window = PublishedWindow(
+                bar.ts, slot.session_id, slot.step, slot.last_bar, self.positions.cursor()
+            )
+        return []
 
     def _rejected(self, st: InstrumentState, bar: LiveBar, kind: str) -> bool:
         reason = validate_bar(

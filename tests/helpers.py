@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import httpx
+
 from services.jobs.stack import StackConfig
 from services.trainer.settings import TrainerSettings
 
@@ -64,3 +67,25 @@ def small_trainer_settings(db: Path, out: Path, episodes: int, validate_every: i
         threads=1,
         metrics_port=0,
     )
+
+
+def live_trades(config: StackConfig) -> list[dict[str, Any]]:
+    """Every trade of the stack's account, from the gateway's API, oldest first."""
+    return httpx.get(
+        f"{config.gateway_url}/v1/trades",
+        params={"account": config.account, "limit": 100_000},
+        headers={"Authorization": f"Bearer {config.token}"},
+        timeout=10,
+    ).json()
+
+
+def ledger_decisions(config: StackConfig) -> tuple[int, int, int, int]:
+    """(decisions, distinct bars, first bar, last bar) of the stack's account in its ledger."""
+    with duckdb.connect(str(config.ledger_db), read_only=True) as con:
+        row = con.execute(
+            "SELECT count(*), count(DISTINCT bar_ts), epoch(min(bar_ts)), epoch(max(bar_ts)) "
+            "FROM orders WHERE account = ? AND kind = 'decision'",
+            [config.account],
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])

@@ -28,7 +28,7 @@ from shared.model.checkpoint import save_checkpoint, write_pointer
 from shared.model.networks import MuZeroNetwork
 from shared.sessions import SESSION_BARS, SPLITS, tile_sessions
 from shared.store import Store
-from tests.helpers import free_port, iso, isolated_stack_config
+from tests.helpers import free_port, iso, isolated_stack_config, ledger_decisions, live_trades
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample" / "HISTDATA_COM_ASCII_GBPJPY_M1_2017-01-sample.zip"
@@ -149,11 +149,7 @@ def test_every_bar_decided_once_through_sigkills_of_every_process(tmp_path: Path
                 chaos.wait(lambda: redis_answers(redis_url), "redis-server back", 20)
         chaos.wait(lambda: chaos.as_of() == end_ts - 60, "the last bar's order", 600)
         assert stack.feature_builder.wait(timeout=120) == 0
-        trades = httpx.get(
-            f"{config.gateway_url}/v1/trades",
-            params={"account": config.account, "limit": 100_000},
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        ).json()
+        trades = live_trades(config)
     finally:
         stack.stop()
         redis_server.stop()
@@ -161,12 +157,8 @@ def test_every_bar_decided_once_through_sigkills_of_every_process(tmp_path: Path
     assert all(start_ts < at < end_ts - 60 for _, at in killed), killed
 
     # Every bar: exactly one decision; each order once (the ledger's key is the bar's).
+    count, distinct, first, last = ledger_decisions(config)
     with duckdb.connect(str(config.ledger_db), read_only=True) as con:
-        count, distinct, first, last = con.execute(
-            "SELECT count(*), count(DISTINCT bar_ts), epoch(min(bar_ts)), epoch(max(bar_ts)) "
-            "FROM orders WHERE account = ? AND kind = 'decision'",
-            [config.account],
-        ).fetchone()
         fills, distinct_fills = con.execute(
             "SELECT count(*), count(DISTINCT client_order_id) FROM fills WHERE account = ?", [config.account]
         ).fetchone()

@@ -37,7 +37,7 @@ from shared.sessions import SESSION_BARS, SPLITS, tile_sessions
 from shared.store import Store
 from shared.training.config import TrainingConfig
 from shared.wire import idempotency_key
-from tests.helpers import iso, isolated_stack_config, small_trainer_settings
+from tests.helpers import iso, isolated_stack_config, ledger_decisions, live_trades, small_trainer_settings
 
 REPO = Path(__file__).resolve().parents[2]
 GBPJPY_2017 = REPO.parent / "shared" / "data" / "fx" / "GBPJPY" / "HISTDATA_COM_ASCII_GBPJPY_M1_2017.zip"
@@ -158,22 +158,13 @@ def test_live_stack_trades_exactly_like_the_backtest(tmp_path: Path) -> None:
         _wait(lambda: _as_of(config) == last_bar, "the last bar's order", 600, stack)
         assert killed_at < last_bar
         assert stack.feature_builder.wait(timeout=150) == 0
-        trades = httpx.get(
-            f"{config.gateway_url}/v1/trades",
-            params={"account": config.account, "limit": 100_000},
-            headers={"Authorization": f"Bearer {config.token}"},
-        ).json()
+        trades = live_trades(config)
     finally:
         stack.stop()
         client.delete(config.windows_stream, config.positions_stream)
 
     # One decision per bar, each bar once: nothing lost across the kill, nothing ordered twice.
-    with duckdb.connect(str(config.ledger_db), read_only=True) as con:
-        count, distinct, first, last = con.execute(
-            "SELECT count(*), count(DISTINCT bar_ts), epoch(min(bar_ts)), epoch(max(bar_ts)) "
-            "FROM orders WHERE account = ? AND kind = 'decision'",
-            [config.account],
-        ).fetchone()
+    count, distinct, first, last = ledger_decisions(config)
     assert count == distinct == SESSIONS * SESSION_BARS
     assert (first, last) == (start_ts, end_ts - 60)
 
@@ -287,11 +278,7 @@ def test_live_rewards_equal_the_backtest_rewards_bar_for_bar(tmp_path: Path, rew
             params={"account": config.account, "limit": 100_000},
             headers=auth,
         ).json()
-        trades = httpx.get(
-            f"{config.gateway_url}/v1/trades",
-            params={"account": config.account, "limit": 100_000},
-            headers=auth,
-        ).json()
+        trades = live_trades(config)
     finally:
         stack.stop()
         client.delete(config.windows_stream, config.positions_stream)

@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from services.api_errors import install_error_handlers
+from services.api_errors import install_error_handlers, reject_unknown_query
 from services.broker_gateway.brokers import Broker, PaperBroker
 from services.broker_gateway.engine import Gateway, OrderConflictError, OrderRejectedError
 from services.broker_gateway.ledger import PositionRecord
@@ -168,6 +168,7 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
         description="Executes the model's orders bar by bar (SPEC section 5), keeps the ledger and "
         "publishes positions to Redis. See docs/GATEWAY.md.",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
         **({} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
     )
     install_error_handlers(app)

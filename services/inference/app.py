@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.api_errors import install_error_handlers
+from services.api_errors import install_error_handlers, reject_unknown_query
 from services.http_guard import RequestGuard
 from services.inference.batcher import Batcher, OverloadedError
 from services.inference.metrics import InferenceMetrics
@@ -98,6 +98,7 @@ def create_app(settings: InferenceSettings, service: InferenceService | None = N
         description="Decisions of the served checkpoint: the serving search (SPEC section 7) over a "
         "window, batched across requests. See docs/SERVING.md.",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
         **({} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
     )
     app.state.service = service

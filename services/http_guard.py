@@ -96,6 +96,33 @@ class RequestGuard:
         return f"request body of {what} bytes is over the limit of {self.max_body_bytes} bytes"
 
 
+class ConcurrencyLimit:
+    """ASGI middleware: at most ``limit`` requests to ``path`` in progress; the next one is shed with
+    503 and ``Retry-After`` before its body is read, so a burst costs no parsing beyond the limit."""
+
+    def __init__(self, app: ASGIApp, *, path: str, limit: int, on_shed: Callable[[], None]) -> None:
+        self.app = app
+        self.path = path
+        self.limit = limit
+        self.on_shed = on_shed
+        self.in_progress = 0  # one event loop: no lock needed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        if self.in_progress >= self.limit:
+            self.on_shed()
+            detail = f"{self.in_progress} decisions are in progress (the limit); try again"
+            await _answer(send, 503, detail, [(b"retry-after", b"1")])
+            return
+        self.in_progress += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_progress -= 1
+
+
 def _replay(messages: list[Message], receive: Receive) -> Receive:
     queue = list(messages)
 

@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI, HTTPException, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.api_errors import install_error_handlers, reject_unknown_query
-from services.http_guard import RequestGuard
+from services.http_guard import ConcurrencyLimit, RequestGuard
 from services.inference.batcher import Batcher, OverloadedError
 from services.inference.metrics import InferenceMetrics
 from services.inference.model_store import ModelStore, NoModelError
@@ -108,8 +108,12 @@ def create_app(settings: InferenceSettings, service: InferenceService | None = N
     def rule(method: str, path: str) -> tuple[bytes, ...] | None:
         return tokens if path == "/v1/decisions" else None
 
-    # The token (when set) and the body size are checked before the body is read.
+    # Shedding, then the token (when set) and the body size: all before the body is read. (The last
+    # added middleware runs first.)
     app.add_middleware(RequestGuard, rule=rule, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        ConcurrencyLimit, path="/v1/decisions", limit=settings.max_pending, on_shed=metrics.shed.inc
+    )
 
     def no_model(detail: str) -> HTTPException:
         return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "1"})

@@ -174,6 +174,9 @@ def test_every_bar_decided_once_through_sigkills_of_every_process(tmp_path: Path
     assert report["sessions"] == SESSIONS and len(expected) >= 10
     assert [{k: t[k] for k in TRADE_LOG_FIELDS} for t in trades] == expected
 
+    killed_at = {name: (at - start_ts) // 60 for name, at in killed}
+    print({"bars": count, "killed_at_bar": killed_at, "trades": len(trades), "broker_orders": fills})
+
     # No credential in any log line of the run.
     logs = {p.name: p.read_text(errors="replace") for p in (config.run_dir / "logs").glob("*.log")}
     assert {"broker-gateway.log", "inference.log", "feature-builder.log"} <= logs.keys()

@@ -59,7 +59,3 @@ def gap_breaks(ts: np.ndarray) -> np.ndarray:
     if len(ts) > 1:
         out[1:] = np.diff(ts) > SESSION_GAP_SECONDS
     return out
-
-
-def to_datetime64(ts: np.ndarray) -> np.ndarray:
-    return np.asarray(ts, dtype=np.int64).astype("datetime64[s]")

@@ -201,22 +201,6 @@ TRADE_COLUMNS = (
 TRADE_LOG_FIELDS = tuple(name for name in TRADE_COLUMNS if name != "session")
 
 
-def position_features(
-    side: np.ndarray,
-    pnl_pips: np.ndarray,
-    bars_since_entry: np.ndarray,
-    dd: np.ndarray,
-    min_dd: np.ndarray,
-    acc_dd: np.ndarray,
-) -> np.ndarray:
-    """(n, 6) float32 position columns of SPEC section 2; all 0 for flat rows."""
-    raw = np.stack([pnl_pips, bars_since_entry, dd, min_dd, acc_dd], axis=1)
-    out = np.empty((len(side), N_POSITION), dtype=np.float32)
-    out[:, 0] = side
-    out[:, 1:] = np.tanh(raw / POSITION_SCALE) * (np.asarray(side) != 0)[:, None]
-    return out
-
-
 def scale_position_trackers(
     side: np.ndarray, trackers: np.ndarray, out: np.ndarray | None = None
 ) -> np.ndarray:

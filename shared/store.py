@@ -172,13 +172,6 @@ class Store:
         finally:
             self.con.unregister("_new_rejects")
 
-    def rejects_by_reason(self, instrument: str) -> dict[str, int]:
-        rows = self.con.execute(
-            "SELECT reason, count(*) FROM rejected_rows WHERE instrument = ? GROUP BY 1 ORDER BY 1",
-            [instrument],
-        ).fetchall()
-        return {r[0]: int(r[1]) for r in rows}
-
     # ------------------------------------------------------------ data sets
     def _insert_with_instrument(self, table: str, instrument: str, rows: pa.Table) -> None:
         """INSERT the columns of ``rows`` after an instrument column given as one SQL parameter

@@ -13,7 +13,7 @@ and fills at bar t's close earns the drift. Pure: no I/O. See docs/SYNTHETIC_MAR
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -90,9 +90,6 @@ class SynthParams:
     def trend_share(self) -> float:
         """Expected share of bars in a trend regime."""
         return self.trend_mean_bars / (self.trend_mean_bars + self.flat_mean_bars)
-
-    def as_dict(self) -> dict[str, float | int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,7 @@ import re
 import secrets
 import shutil
 import struct
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,16 +199,10 @@ def _state_dict_for_saving(model: MuZeroNetwork) -> dict[str, torch.Tensor]:
     return tensors
 
 
-# Fault injection for the crash tests: saves at or after this training step stall half-way (weights
-# written, manifest not) for FAULT_DELAY_SECONDS, so a test can SIGKILL the writer mid-save.
-FAULT_SLOW_SAVE_ENV: Final = "SMZ_FAULT_SLOW_SAVE_FROM_STEP"
-FAULT_DELAY_SECONDS: Final = 60.0
-
-
-def _injected_save_delay(training_step: int) -> None:
-    threshold = os.environ.get(FAULT_SLOW_SAVE_ENV)
-    if threshold is not None and training_step >= int(threshold):
-        time.sleep(FAULT_DELAY_SECONDS)
+# A test seam: called with the training step once the weights are written and before the manifest
+# is. The crash test sets it (in the trainer process it starts) to stall a save, so it can SIGKILL the
+# writer half-way; nothing else sets it.
+before_manifest: Callable[[int], None] | None = None
 
 
 def save_checkpoint(
@@ -257,7 +250,8 @@ def save_checkpoint(
     temp_dir.mkdir()
     try:
         _write_bytes_durably(temp_dir / WEIGHTS_FILE, weights)
-        _injected_save_delay(training_step)
+        if before_manifest is not None:
+            before_manifest(training_step)
         extra_hashes: dict[str, str] = {}
         for name, content in extra_files.items():
             if isinstance(content, bytes | bytearray | memoryview):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,11 +12,13 @@ import pytest
 
 from services.jobs.features import run_features
 from services.jobs.synth import run_synth
-from shared.model.checkpoint import FAULT_SLOW_SAVE_ENV, TMP_PREFIX, list_checkpoints, verify_checkpoint
+from shared.model.checkpoint import TMP_PREFIX, list_checkpoints, verify_checkpoint
 
 TRAIN = """
 import sys
+import time
 from pathlib import Path
+import shared.model.checkpoint
 from services.trainer.settings import TrainerSettings
 from services.trainer.worker import run_training
 from shared.model.config import ModelConfig
@@ -29,6 +30,9 @@ settings = TrainerSettings(
     min_validation_trades=0, threads=1, metrics_port=0,
 )
 config = TrainingConfig(replay_min_size=4, collect_simulations=2, validation_simulations=2, batch_size=8)
+stall_from = int(sys.argv[4]) if len(sys.argv) > 4 else None
+if stall_from is not None:  # the test seam: saves from this step on stall after their weights
+    shared.model.checkpoint.before_manifest = lambda step: time.sleep(60) if step >= stall_from else None
 print(run_training(settings, config, ModelConfig(hidden=32, tcn_channels=8, support_size=20)))
 """
 
@@ -40,8 +44,7 @@ def test_sigkill_mid_checkpoint_then_resume(tmp_path: Path) -> None:
     run_features(db, "SYNTHJPY")
     out = tmp_path / "ckpt"
     # The first save (step 3) completes; the second (step 6) stalls after writing its weights.
-    env = {**os.environ, FAULT_SLOW_SAVE_ENV: "6"}
-    proc = subprocess.Popen([sys.executable, "-c", TRAIN, str(db), str(out), "1000"], env=env)
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN, str(db), str(out), "1000", "6"])
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:

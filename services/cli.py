@@ -242,24 +242,30 @@ def train(
     minutes: Annotated[float | None, typer.Option(help="Train for this many minutes.")] = None,
     episodes: Annotated[int | None, typer.Option(help="Train for this many more episodes.")] = None,
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help="Processes: 1 alternates self-play and learning; W >= 2 adds W - 1 self-play processes."
+            help="Processes: 1 alternates self-play and learning; W >= 2 adds W - 1 self-play processes "
+            "(default 1)."
         ),
-    ] = 1,
-    sessions_per_round: Annotated[int, typer.Option(help="Self-play sessions stepped together.")] = 64,
+    ] = None,
+    sessions_per_round: Annotated[
+        int | None, typer.Option(help="Self-play sessions stepped together (default 64).")
+    ] = None,
     updates_per_round: Annotated[
-        int, typer.Option(help="Learner updates per round (per --sessions-per-round episodes).")
-    ] = 128,
-    validate_every: Annotated[int, typer.Option(help="Episodes between validations.")] = 512,
-    seed: Annotated[int, typer.Option(help="Seed of a fresh run.")] = 0,
+        int | None,
+        typer.Option(help="Learner updates per round, per --sessions-per-round episodes (default 128)."),
+    ] = None,
+    validate_every: Annotated[
+        int | None, typer.Option(help="Episodes between validations (default 512).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of a fresh run (default 0).")] = None,
     recipe: Annotated[
-        RecipeName,
+        RecipeName | None,
         typer.Option(
             help="Defaults of the options below: equity (the recipe that learns; docs/TRAINING.md) or "
-            "seed (the original design's values, which do not learn). An option given wins."
+            "seed (the original design's values, which do not learn); default equity. An option given wins."
         ),
-    ] = RecipeName.equity,
+    ] = None,
     temperature_decay_episodes: Annotated[
         int | None,
         typer.Option(help="Episodes over which the visit temperature falls (equity 3,000; seed 50,000)."),
@@ -274,8 +280,8 @@ def train(
         int | None, typer.Option(help="n of the n-step value target (equity 30; seed 10).")
     ] = None,
     validation_sessions: Annotated[
-        int, typer.Option(help="Validation sessions per validation (at most).")
-    ] = 64,
+        int | None, typer.Option(help="Validation sessions per validation, at most (default 64).")
+    ] = None,
     reward: Annotated[
         RewardName | None,
         typer.Option(
@@ -307,6 +313,22 @@ def train(
         int | None,
         typer.Option(help="TCN channels of a fresh run's representation (default 48; small: 16)."),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML file: a \\[trainer] table of these settings and a \\[training] table of the training "
+            "configuration (recipe included). Precedence: option > SMZ_TRAINER_* variable > file > default.",
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="KEY=VALUE of the training configuration (any field of shared.training.config."
+            "TrainingConfig, e.g. --set batch_size=128); repeatable; wins over the file and the options.",
+        ),
+    ] = None,
 ) -> None:
     """Self-play, replay, MuZero learning, validation and checkpoints; resumes automatically."""
     import signal
@@ -320,7 +342,8 @@ def train(
     from services.trainer.worker import run_training
 
     try:
-        settings = TrainerSettings(
+        settings = TrainerSettings.load(
+            config,
             db=db,
             instrument=instrument,
             out=out,
@@ -333,7 +356,7 @@ def train(
             validation_sessions=validation_sessions,
             seed=seed,
         )
-        from shared.training.config import TrainingConfig
+        from services.trainer.settings import training_from
 
         given = {
             "temperature_decay_episodes": temperature_decay_episodes,
@@ -345,11 +368,16 @@ def train(
             "policy_weight": policy_weight,
             "explore_in_position": explore_in_position,
         }
-        config = TrainingConfig.recipe(recipe.value, **{k: v for k, v in given.items() if v is not None})
+        config_model = training_from(
+            config_file=config,
+            recipe=recipe.value if recipe is not None else None,
+            options={k: v for k, v in given.items() if v is not None},
+            assignments=set_ or [],
+        )
         from shared.model.config import ModelConfig
 
         sizes = {k: v for k, v in {"hidden": hidden, "tcn_channels": tcn_channels}.items() if v is not None}
-        summary = run_training(settings, config, ModelConfig(**sizes) if sizes else None)
+        summary = run_training(settings, config_model, ModelConfig(**sizes) if sizes else None)
     except (LookupError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -25,9 +25,9 @@ from services.feature_builder.metrics import FeatureBuilderMetrics
 from services.feature_builder.redis_io import RedisPositionReader, RedisWindowPublisher, connect, retrying
 from services.feature_builder.settings import FeatureBuilderSettings
 from services.feature_builder.sources import BarSource, OandaSource, Pacer, duckdb_source, file_source
-from services.jobs.ingest import IngestError
 from services.secrets import mask_secrets_in_logs, redact_url
 from shared.ingest import IngestFormatError
+from shared.inputs import IngestError
 
 log = logging.getLogger("services.feature_builder")
 

@@ -24,10 +24,10 @@ import httpx
 import numpy as np
 
 from services.feature_builder.validation import LiveBar
-from services.jobs.ingest import resolve_inputs
 from services.oanda.data import OANDA_MAX_COUNT, CandleFeed
 from shared.bars import Bars
 from shared.ingest import AUTO, ParsedFile, RejectedRow, parse_bars, parse_zone
+from shared.inputs import resolve_inputs
 from shared.store import Store
 
 log = logging.getLogger(__name__)

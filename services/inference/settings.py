@@ -8,12 +8,13 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.broker_gateway.settings import DEFAULT_TOKEN
 from shared.model.checkpoint import validate_version
 from shared.search import SearchConfig
 from shared.wire import INFERENCE_GROUP, WINDOWS_STREAM
 
-# The broker gateway's paper demo token (services/broker_gateway/settings.py): the local stack's default.
-DEFAULT_GATEWAY_TOKEN = "paper-demo-token"
+# The broker gateway's paper demo token: the local stack's default.
+DEFAULT_GATEWAY_TOKEN = DEFAULT_TOKEN
 # The live decisions run the offline evaluation's search (services/jobs/evaluate.py): this backend,
 # SearchConfig.serving() with ``simulations``, no noise, greedy.
 BACKEND = "auto"

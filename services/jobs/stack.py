@@ -7,6 +7,7 @@ environment variables, exactly as in docker compose and Kubernetes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,11 +17,37 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings
 
-DEFAULT_TOKEN = "paper-demo-token"  # the paper broker's default; set SMZ_GATEWAY_TOKEN for anything real
+from services.broker_gateway.settings import DEFAULT_TOKEN, GatewaySettings
+from services.feature_builder.settings import FeatureBuilderSettings
+from services.inference.settings import InferenceSettings
+
+__all__ = ["DEFAULT_TOKEN", "LiveStack", "ServiceProcess", "StackConfig", "StackError", "settings_env"]
+
+
+def settings_env(settings_cls: type[BaseSettings], **values: Any) -> dict[str, str]:
+    """The ``SMZ_*`` variables that give a service exactly ``values``, checked first by the service's
+    own settings class: a renamed field or a bad value fails here, loudly, not in the child. (The
+    check reads no environment: ``values`` alone must be valid.)"""
+    settings_cls(_env_prefix="SMZ_STACK_CHECK_ONLY_", **values)
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    return {f"{prefix}{name.upper()}": _env_text(value) for name, value in values.items()}
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
 
 
 class StackError(RuntimeError):
@@ -164,50 +191,55 @@ class LiveStack:
         c = self.config
         return {
             **self._base_env(),
-            "SMZ_GATEWAY_HOST": c.host,
-            "SMZ_GATEWAY_PORT": str(c.gateway_port),
-            "SMZ_GATEWAY_TOKEN": c.token,
-            "SMZ_GATEWAY_REDIS_URL": c.redis_url,
-            "SMZ_GATEWAY_LEDGER_DB": str(c.ledger_db),
-            "SMZ_GATEWAY_POSITIONS_STREAM": c.positions_stream,
+            **settings_env(
+                GatewaySettings,
+                host=c.host,
+                port=c.gateway_port,
+                token=c.token,
+                redis_url=c.redis_url,
+                ledger_db=c.ledger_db,
+                positions_stream=c.positions_stream,
+            ),
         }
 
     def _inference_env(self) -> dict[str, str]:
         c = self.config
         return {
             **self._base_env(),
-            "SMZ_INFERENCE_HOST": c.host,
-            "SMZ_INFERENCE_PORT": str(c.inference_port),
-            "SMZ_INFERENCE_CHECKPOINT_DIR": str(c.checkpoint_dir),
-            "SMZ_INFERENCE_REDIS_URL": c.redis_url,
-            "SMZ_INFERENCE_WINDOWS_STREAM": c.windows_stream,
-            "SMZ_INFERENCE_CONSUMER": c.consumer,
-            "SMZ_INFERENCE_GATEWAY_URL": c.gateway_url,
-            "SMZ_INFERENCE_GATEWAY_TOKEN": c.token,
-            "SMZ_INFERENCE_ACCOUNT": c.account,
-            "SMZ_INFERENCE_THREADS": str(c.inference_threads),
+            **settings_env(
+                InferenceSettings,
+                host=c.host,
+                port=c.inference_port,
+                checkpoint_dir=c.checkpoint_dir,
+                redis_url=c.redis_url,
+                windows_stream=c.windows_stream,
+                consumer=c.consumer,
+                gateway_url=c.gateway_url,
+                gateway_token=c.token,
+                account=c.account,
+                threads=c.inference_threads,
+            ),
         }
 
     def _feature_builder_env(self) -> dict[str, str]:
         c = self.config
-        env = {
-            **self._base_env(),
-            "SMZ_FEATURE_BUILDER_SOURCE": "duckdb",
-            "SMZ_FEATURE_BUILDER_DB": str(c.db),
-            "SMZ_FEATURE_BUILDER_INSTRUMENT": c.instrument,
-            "SMZ_FEATURE_BUILDER_REDIS_URL": c.redis_url,
-            "SMZ_FEATURE_BUILDER_WINDOWS_STREAM": c.windows_stream,
-            "SMZ_FEATURE_BUILDER_POSITIONS_STREAM": c.positions_stream,
-            "SMZ_FEATURE_BUILDER_ACCOUNT": c.account,
-            "SMZ_FEATURE_BUILDER_PACE_MS": str(c.pace_ms),
-            "SMZ_FEATURE_BUILDER_METRICS_PORT": str(c.feature_builder_metrics_port),
-            "SMZ_FEATURE_BUILDER_METRICS_HOST": c.host,
+        values: dict[str, Any] = {
+            "source": "duckdb",
+            "db": c.db,
+            "instrument": c.instrument,
+            "redis_url": c.redis_url,
+            "windows_stream": c.windows_stream,
+            "positions_stream": c.positions_stream,
+            "account": c.account,
+            "pace_ms": c.pace_ms,
+            "metrics_port": c.feature_builder_metrics_port,
+            "metrics_host": c.host,
         }
         if c.start:
-            env["SMZ_FEATURE_BUILDER_START"] = c.start
+            values["start"] = c.start
         if c.end:
-            env["SMZ_FEATURE_BUILDER_END"] = c.end
-        return env
+            values["end"] = c.end
+        return {**self._base_env(), **settings_env(FeatureBuilderSettings, **values)}
 
     def _service(self, name: str, env: dict[str, str], ready_url: str | None) -> ServiceProcess:
         return ServiceProcess(

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from shared.instruments import DEFAULT_SPREAD_PIPS
+
 app = typer.Typer(help="micro-muzero: Stochastic MuZero on 1-minute forex bars.", no_args_is_help=True)
 
 DbOption = Annotated[Path, typer.Option("--db", help="DuckDB file holding the data set.")]
@@ -95,7 +97,7 @@ def evaluate(
     policy: Annotated[PolicyName, typer.Option(help="Baseline policy to run.")] = PolicyName.momentum,
     split: Annotated[SplitName, typer.Option(help="Which chronological split.")] = SplitName.test,
     seed: Annotated[int, typer.Option(help="Seed of the random policy.")] = 0,
-    spread: Annotated[float, typer.Option(help="Round-trip spread in pips.")] = 4.0,
+    spread: Annotated[float, typer.Option(help="Round-trip spread in pips.")] = DEFAULT_SPREAD_PIPS,
     trades_csv: Annotated[Path | None, typer.Option("--trades-csv", help="Write the trade log here.")] = None,
     checkpoint: Annotated[
         Path | None,

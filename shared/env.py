@@ -13,70 +13,22 @@ from typing import Literal
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from shared.instruments import pip_size
-from shared.reward import (
-    CLOSE_FLAT_REWARD,
-    HOLD_FLAT_REWARD,
-    HOLD_IN_POSITION_REWARD,
-    N_ACTIONS,
-    OPEN_IN_POSITION_REWARD,
-    OPEN_REWARD,
-    REWARD_CLIP,
-    Action,
-    amddp1,
-    legal_actions,
-    reward_name,
-)
+from shared.instruments import DEFAULT_SPREAD_PIPS, pip_size
+from shared.reward import REWARD_CLIP, amddp1, legal_actions, reward_name
 from shared.schema import N_FEATURES, N_MARKET, N_POSITION, POSITION_SCALE, WINDOW
 from shared.sessions import SESSION_BARS
-
-
-def _step_table(values: dict[tuple[Action, bool], float | bool], dtype: type) -> np.ndarray:
-    """Lookup table indexed by action * 2 + in_position."""
-    table = np.zeros(2 * N_ACTIONS, dtype=dtype)
-    for (action, in_position), value in values.items():
-        table[2 * action + int(in_position)] = value
-    return table
-
-
-# Invalid actions earn their SPEC penalty under either reward.
-_INVALID_PENALTY = _step_table(
-    {
-        (Action.BUY, True): OPEN_IN_POSITION_REWARD,
-        (Action.SELL, True): OPEN_IN_POSITION_REWARD,
-        (Action.CLOSE, False): CLOSE_FLAT_REWARD,
-    },
-    np.float64,
+from shared.trading.rules import (
+    BUY,
+    EVENT,
+    EVENT_CLOSE,
+    EVENT_OPEN,
+    INVALID_PENALTY,
+    LEGAL,
+    N_ACTIONS,
+    STEP_REWARD,
+    side_name,
 )
-_REWARD = _step_table(
-    {
-        (Action.HOLD, False): HOLD_FLAT_REWARD,
-        (Action.HOLD, True): HOLD_IN_POSITION_REWARD,
-        (Action.BUY, False): OPEN_REWARD,
-        (Action.BUY, True): OPEN_IN_POSITION_REWARD,
-        (Action.SELL, False): OPEN_REWARD,
-        (Action.SELL, True): OPEN_IN_POSITION_REWARD,
-        (Action.CLOSE, False): CLOSE_FLAT_REWARD,
-        (Action.CLOSE, True): 0.0,  # AMDDP1 of the trade is added when it closes
-    },
-    np.float64,
-)
-_VALID = _step_table(
-    {
-        (Action.HOLD, False): True,
-        (Action.HOLD, True): True,
-        (Action.BUY, False): True,
-        (Action.SELL, False): True,
-        (Action.CLOSE, True): True,
-    },
-    bool,
-)
-_BUY = int(Action.BUY)  # a plain int: comparing arrays with an IntEnum member is slow
-_EVENT_OPEN, _EVENT_CLOSE = 1, 2
-_EVENT = _step_table(
-    {(Action.BUY, False): _EVENT_OPEN, (Action.SELL, False): _EVENT_OPEN, (Action.CLOSE, True): _EVENT_CLOSE},
-    np.int8,
-)
+
 _POSITION_BYTES = np.dtype(f"V{N_POSITION * 4}")  # the six float32 position columns as one item
 
 EXIT_CLOSE = "close"
@@ -87,7 +39,7 @@ _EXIT_REASONS = (EXIT_CLOSE, EXIT_SESSION_END)
 
 @dataclass(frozen=True)
 class EnvConfig:
-    spread_pips: float = 4.0  # round-trip cost, charged once when a trade closes
+    spread_pips: float = DEFAULT_SPREAD_PIPS  # round-trip cost, charged once when a trade closes
     session_bars: int = SESSION_BARS
     reward_clip: float = REWARD_CLIP
     # "equity" (default): the change of the session's equity (realised plus open P&L after spread)
@@ -172,7 +124,7 @@ class TradeLog:
         return [
             {
                 "instrument": self.instrument,
-                "side": "long" if self.side[i] > 0 else "short",
+                "side": side_name(self.side[i]),
                 "entry_ts": int(self.entry_ts[i]),
                 "entry_price": float(self.entry_price[i]),
                 "exit_ts": int(self.exit_ts[i]),
@@ -335,18 +287,18 @@ class TradingEnv:
         self.flat_action_counts += counts[0::2]
         cfg = self.config
         equity = cfg.reward == "equity"
-        valid = _VALID[key]
-        event = _EVENT[key]
+        valid = LEGAL[key]
+        event = EVENT[key]
         traded = False
         if equity:
-            reward = _INVALID_PENALTY[key]
+            reward = INVALID_PENALTY[key]
             equity_before = np.where(self.side != 0, self.pnl, 0.0)  # open P&L; realised so far is 0
             realised = np.zeros(self.n)
         else:
-            reward = _REWARD[key]
+            reward = STEP_REWARD[key]
 
         if np.count_nonzero(event):
-            closing = np.flatnonzero(event == _EVENT_CLOSE)
+            closing = np.flatnonzero(event == EVENT_CLOSE)
             if len(closing):
                 pnl = self._close(closing, _EXIT_CLOSE)
                 if equity:
@@ -354,9 +306,9 @@ class TradingEnv:
                 else:
                     reward[closing] += amddp1(pnl)
                 traded = True
-            opening = np.flatnonzero(event == _EVENT_OPEN)
+            opening = np.flatnonzero(event == EVENT_OPEN)
             if len(opening):
-                self.side[opening] = np.where(actions[opening] == _BUY, 1, -1)
+                self.side[opening] = np.where(actions[opening] == BUY, 1, -1)
                 self.entry_price[opening] = self.close_now[opening]
                 self.entry_bar[opening] = self.bar[opening]
                 self.peak[opening] = -cfg.spread_pips

@@ -6,6 +6,10 @@ import re
 
 _NAME = re.compile(r"^[A-Z0-9]{3,16}$")
 
+# The round-trip cost of a trade in pips (SPEC section 5), charged once when it closes: one setting
+# that the backtest, the live position, the feature builder and the gateway must share.
+DEFAULT_SPREAD_PIPS = 4.0
+
 # Instruments that get metric series of their own; any other name is counted as "other", so a client
 # cannot create series at will. The 28 pairs of the eight majors, gold and silver, and the synthetic
 # market's names; services add what they are configured to trade.

@@ -31,17 +31,18 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from shared.env import EXIT_CLOSE, EXIT_SESSION_END, EnvConfig, scale_position_trackers
-from shared.reward import (
-    CLOSE_FLAT_REWARD,
-    DEFAULT_REWARD,
-    HOLD_FLAT_REWARD,
-    HOLD_IN_POSITION_REWARD,
-    OPEN_IN_POSITION_REWARD,
-    OPEN_REWARD,
-    REWARD_CLIP,
+from shared.instruments import DEFAULT_SPREAD_PIPS
+from shared.reward import DEFAULT_REWARD, REWARD_CLIP, amddp1, reward_name
+from shared.trading.rules import (
+    ENTRY_SIDE,
+    EVENT,
+    EVENT_CLOSE,
+    EVENT_OPEN,
+    INVALID_PENALTY,
+    LEGAL,
+    STEP_REWARD,
     Action,
-    amddp1,
-    reward_name,
+    step_key,
 )
 
 # A live session can also end early: a gap over 10 minutes breaks it (the backtest never starts a
@@ -91,7 +92,7 @@ class PositionState:
     """Flat, or one open position, marked at bar ``marked_step`` of the current session."""
 
     pip: float
-    spread_pips: float = 4.0
+    spread_pips: float = DEFAULT_SPREAD_PIPS
     side: int = 0
     entry_price: float = 0.0
     entry_ts: int = 0
@@ -191,29 +192,22 @@ class PositionState:
         if self.pending_step != _NONE:
             raise RuntimeError(f"mark step {step} before applying its decision: a reward is pending")
         settled = self.take_settled()
-        action = Action(action)
         in_position = self.side != 0
+        key = step_key(int(Action(action)), in_position)  # Action(): a ValueError for 4 and above
         trade = None
         # The environment's equity step: the open P&L at this mark, realised P&L of this step's closes.
         before = self.pnl if in_position else 0.0
         realised = 0.0
-        penalty = 0.0
-        if action == Action.HOLD:
-            value, valid = (HOLD_IN_POSITION_REWARD if in_position else HOLD_FLAT_REWARD), True
-        elif action in (Action.BUY, Action.SELL):
-            if in_position:
-                value, valid = OPEN_IN_POSITION_REWARD, False
-                penalty = OPEN_IN_POSITION_REWARD
-            else:
-                value, valid = OPEN_REWARD, True
-                self._open(1 if action == Action.BUY else -1, close, step, ts)
-        elif in_position:  # CLOSE
+        valid = bool(LEGAL[key])
+        value = float(STEP_REWARD[key])
+        penalty = float(INVALID_PENALTY[key])
+        event = EVENT[key]
+        if event == EVENT_OPEN:
+            self._open(int(ENTRY_SIDE[action]), close, step, ts)
+        elif event == EVENT_CLOSE:
             trade = self.close(close, step, ts, EXIT_CLOSE)
-            value, valid = float(amddp1(trade.pnl_pips)), True
+            value = float(amddp1(trade.pnl_pips))
             realised += trade.pnl_pips
-        else:
-            value, valid = CLOSE_FLAT_REWARD, False
-            penalty = CLOSE_FLAT_REWARD
         if last_bar and self.side:
             trade = self.close(close, step, ts, EXIT_SESSION_END)
             value += float(amddp1(trade.pnl_pips))

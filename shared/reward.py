@@ -10,10 +10,39 @@ Two rewards, one per training run, recorded in the checkpoint's manifest:
 
 from __future__ import annotations
 
-from enum import IntEnum
 from typing import Final
 
 import numpy as np
+
+from shared.trading.rules import (
+    ACTIONS,
+    CLOSE_FLAT_REWARD,
+    HOLD_FLAT_REWARD,
+    HOLD_IN_POSITION_REWARD,
+    N_ACTIONS,
+    OPEN_IN_POSITION_REWARD,
+    OPEN_REWARD,
+    REWARD_CLIP,
+    Action,
+    legal_actions,
+)
+
+__all__ = [
+    "ACTIONS",
+    "CLOSE_FLAT_REWARD",
+    "DEFAULT_REWARD",
+    "HOLD_FLAT_REWARD",
+    "HOLD_IN_POSITION_REWARD",
+    "N_ACTIONS",
+    "OPEN_IN_POSITION_REWARD",
+    "OPEN_REWARD",
+    "REWARDS",
+    "REWARD_CLIP",
+    "Action",
+    "amddp1",
+    "legal_actions",
+    "reward_name",
+]
 
 REWARDS: Final = ("equity", "amddp1")
 DEFAULT_REWARD: Final = "equity"
@@ -29,24 +58,8 @@ def reward_name(name: str) -> str:
     return name
 
 
-class Action(IntEnum):
-    HOLD = 0
-    BUY = 1
-    SELL = 2
-    CLOSE = 3
-
-
-ACTIONS: Final = tuple(a.name for a in Action)
-N_ACTIONS: Final = len(Action)
-
-HOLD_FLAT_REWARD: Final = -0.05
-HOLD_IN_POSITION_REWARD: Final = 0.0
-OPEN_REWARD: Final = 1.0
-OPEN_IN_POSITION_REWARD: Final = -1.0
-CLOSE_FLAT_REWARD: Final = -0.5
-REWARD_CLIP: Final = 3.0
-
-
+# The actions, the step rewards and the legal actions are the rulebook's (shared.trading.rules); they
+# are named here too, where the rewards are.
 # AMDDP1 magnitude is piecewise linear in |p| up to 30 pips, then a tanh tail:
 #   gains  (p > 0):  1 + 0.05 p (p < 10);  1.5 + 0.025 (p - 10) (p < 30);  2 + tanh((p - 30) / 50)
 #   losses (a = -p): -1 - 0.1 a (a < 10);  -2 - 0.05 (a - 10) (a < 30);  -3 - tanh((a - 30) / 30)
@@ -71,15 +84,3 @@ def amddp1(pnl_pips: np.ndarray | float) -> np.ndarray:
         np.maximum(a - _TAIL_START, 0.0) / np.where(gain, _GAIN_TAIL_SCALE, _LOSS_TAIL_SCALE)
     )
     return np.where(gain, magnitude, -magnitude)
-
-
-def legal_actions(side: np.ndarray) -> np.ndarray:
-    """(n, 4) bool: HOLD always; BUY and SELL only when flat; CLOSE only in a position."""
-    side = np.asarray(side)
-    flat = side == 0
-    legal = np.empty((len(side), N_ACTIONS), dtype=bool)
-    legal[:, Action.HOLD] = True
-    legal[:, Action.BUY] = flat
-    legal[:, Action.SELL] = flat
-    legal[:, Action.CLOSE] = ~flat
-    return legal

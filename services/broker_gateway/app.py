@@ -18,6 +18,7 @@ from services.broker_gateway.ledger import PositionRecord
 from services.broker_gateway.settings import GatewaySettings
 from services.http_guard import RequestGuard, bearer_matches
 from services.oanda.execution import OandaBroker
+from shared.trading.rules import side_name
 from shared.wire import OrderRequest, OrderResult
 
 
@@ -97,7 +98,7 @@ def _position_view(record: PositionRecord) -> PositionView:
         account=record.account,
         instrument=record.instrument,
         side=s.side,
-        side_name={1: "long", -1: "short"}.get(s.side, "flat"),  # type: ignore[arg-type]
+        side_name=side_name(s.side),  # type: ignore[arg-type]
         entry_price=s.entry_price if s.side else None,
         entry_ts=s.entry_ts if s.side else None,
         bars_since_entry=int(s.bars_since_entry) if s.side else 0,

@@ -35,6 +35,7 @@ from shared.env import EXIT_SESSION_END
 from shared.instruments import pip_size
 from shared.position import EXIT_RECONCILED, EXIT_SESSION_BREAK, ClosedTrade, PositionState, Settlement
 from shared.reward import ACTIONS, Action
+from shared.trading.rules import side_name
 from shared.wire import OrderRequest, OrderResult, SettledReward, position_key
 
 logger = logging.getLogger(__name__)
@@ -67,10 +68,6 @@ class _Plan:
 
 def _utc(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _side_name(side: int) -> str:
-    return {1: "long", -1: "short"}.get(side, "flat")
 
 
 class Gateway:
@@ -296,7 +293,7 @@ class Gateway:
             theirs = broker.side if broker else 0
             if ours == theirs:
                 return None
-            message = f"{account}/{instrument}: ledger {_side_name(ours)}, broker {_side_name(theirs)}" + (
+            message = f"{account}/{instrument}: ledger {side_name(ours)}, broker {side_name(theirs)}" + (
                 f" ({broker.units:g} units at {broker.average_price})" if broker else ""
             )
             logger.error("reconciliation: %s; the broker is the truth, the ledger follows", message)
@@ -517,7 +514,7 @@ class Gateway:
                     "%s/%s: a %s position is still open at the start of session %s; closing it (%s)",
                     req.account,
                     req.instrument,
-                    _side_name(work.state.side),
+                    side_name(work.state.side),
                     req.session_id,
                     EXIT_SESSION_BREAK,
                 )
@@ -603,7 +600,7 @@ class Gateway:
         elif not outcome.valid:
             status, reason = "refused", f"{name} refused: {self._describe(req.instrument, marked)}"
         elif opening:
-            status, reason = "filled", f"opened {_side_name(side)} at {req.close}"
+            status, reason = "filled", f"opened {side_name(side)} at {req.close}"
         elif closing:
             status, reason = "filled", f"closed at {req.close}"
         elif session_end:
@@ -619,7 +616,7 @@ class Gateway:
     def _describe(instrument: str, state: PositionState) -> str:
         if state.side:
             return (
-                f"already {_side_name(state.side)} {instrument} "
+                f"already {side_name(state.side)} {instrument} "
                 f"(entered {_utc(state.entry_ts)} at {state.entry_price})"
             )
         return f"no open {instrument} position (flat)"
@@ -675,7 +672,7 @@ class Gateway:
             req.account,
             req.instrument,
             what,
-            _side_name(side),
+            side_name(side),
             req.close,
             fill.price,
             fill.order_id,

@@ -20,6 +20,7 @@ import duckdb
 from services.broker_gateway.brokers import Fill
 from shared.env import TRADE_LOG_FIELDS
 from shared.position import ClosedTrade, PositionState
+from shared.trading.rules import side_name
 from shared.wire import OrderRequest, OrderResult, PositionMessage
 
 # Epoch seconds <-> naive UTC TIMESTAMP, independent of the session's TimeZone setting.
@@ -513,7 +514,7 @@ class Ledger:
         out = []
         for r in rows:
             row = dict(zip(TRADE_COLUMNS, r[1:], strict=True))
-            row["side"] = "long" if row["side"] > 0 else "short"
+            row["side"] = side_name(row["side"])
             row["entry_ts"], row["exit_ts"] = int(row["entry_ts"]), int(row["exit_ts"])
             out.append(row)
         return out

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.instruments import DEFAULT_SPREAD_PIPS
 from shared.wire import POSITIONS_STREAM
 
 # The paper broker's demo tokens (the local stack uses them too). They only guard paper trading on
@@ -55,7 +56,7 @@ class GatewaySettings(BaseSettings):
     positions_maxlen: int = Field(10_000, ge=1)  # approximate trim of the positions stream
     redis_timeout_seconds: float = Field(2.0, gt=0)  # a dead Redis must not stall an order
     # Trading arithmetic: must match the backtest's and the feature builder's spread.
-    spread_pips: float = Field(4.0, ge=0)
+    spread_pips: float = Field(DEFAULT_SPREAD_PIPS, ge=0)
     # An order whose close is further than this fraction from the last close (within the hour) is
     # refused with 422: a price no market moves in a minute is a bug or an attack. 0 turns it off.
     price_band: float = Field(0.1, ge=0)

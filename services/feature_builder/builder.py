@@ -31,7 +31,7 @@ import numpy as np
 
 from services.feature_builder.metrics import FeatureBuilderMetrics
 from services.feature_builder.validation import BarLimits, LiveBar, validate_bar
-from shared.instruments import pip_size
+from shared.instruments import DEFAULT_SPREAD_PIPS, pip_size
 from shared.live_features import LiveMarketFeatures
 from shared.position import PositionState
 from shared.schema import N_FEATURES, N_MARKET, WINDOW
@@ -128,7 +128,7 @@ class FeatureBuilder:
         publisher: WindowPublisher,
         positions: PositionReader,
         *,
-        spread_pips: float = 4.0,
+        spread_pips: float = DEFAULT_SPREAD_PIPS,
         position_wait_seconds: float = 30.0,
         metrics: FeatureBuilderMetrics | None = None,
         stop: threading.Event | None = None,

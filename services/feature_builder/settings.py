@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.feature_builder.validation import BarLimits
-from shared.instruments import validate_instrument
+from shared.instruments import DEFAULT_SPREAD_PIPS, validate_instrument
 from shared.schema import WARMUP_BARS
 from shared.wire import POSITIONS_STREAM, WINDOWS_STREAM
 
@@ -45,7 +45,9 @@ class FeatureBuilderSettings(BaseSettings):
     positions_stream: str = POSITIONS_STREAM
     windows_maxlen: int = Field(100_000, ge=0)  # approximate trim of the windows stream; 0: never trim
     account: str = Field("paper", min_length=1, max_length=64)
-    spread_pips: float = Field(4.0, ge=0)  # must match the broker gateway's and the backtest's
+    spread_pips: float = Field(
+        DEFAULT_SPREAD_PIPS, ge=0
+    )  # must match the broker gateway's and the backtest's
     position_wait_seconds: float = Field(30.0, gt=0)  # log an error (and keep waiting) after this
     # Bar checks beyond the OHLC rules: a live bar closed longer ago than this is stale (None: 300 s
     # for the OANDA feed, off for replays of history); a price further than max_price_jump (a

@@ -12,6 +12,7 @@ import numpy as np
 from shared.dataset import Dataset
 from shared.env import TRADE_LOG_FIELDS, EnvConfig, MarketData
 from shared.evaluation import EvaluationResult, evaluate_policy
+from shared.instruments import DEFAULT_SPREAD_PIPS
 from shared.model.checkpoint import MANIFEST_FILE, load_checkpoint, read_pointer, resolve_checkpoint
 from shared.model.inference import make_model_functions
 from shared.policies import (
@@ -91,7 +92,7 @@ def run_evaluate(
     split: str,
     policy_name: str,
     seed: int = 0,
-    spread_pips: float = 4.0,
+    spread_pips: float = DEFAULT_SPREAD_PIPS,
     trades_csv: Path | None = None,
     checkpoint: Path | None = None,
     start: datetime | None = None,

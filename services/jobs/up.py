@@ -40,6 +40,7 @@ from services.jobs.synth import run_synth
 from shared.model.checkpoint import list_checkpoints
 from shared.sessions import SESSION_BARS
 from shared.store import Store
+from shared.trading.rules import side_name
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample" / "HISTDATA_COM_ASCII_GBPJPY_M1_2017-01-sample.zip"
@@ -439,6 +440,5 @@ def _status(config: StackConfig) -> str:
     except (httpx.HTTPError, ValueError):
         return ""
     pnl = sum(float(t["pnl_pips"]) for t in trades)  # type: ignore[arg-type]
-    side = {1: "long", -1: "short", 0: "flat"}
-    open_side = next((side.get(int(p.get("side", 0)), "?") for p in positions), "flat")
+    open_side = next((side_name(int(p.get("side", 0))) for p in positions), "flat")
     return f"trades {len(trades)}  P&L {pnl:+.1f} pips  position {open_side}"

@@ -13,33 +13,31 @@ import numpy as np
 from numba import njit
 
 from shared.search.tree import UNVISITED
+from shared.trading.rules import ENTRY_SIDE, EVENT, EVENT_CLOSE, LEGAL
 
 # What a simulation found at the end of its path.
 LEAF_NEW_CHANCE = 0  # the chosen (node, action) was never expanded: outcome probabilities first
 LEAF_NEW_NODE = 1  # the chosen outcome has no child yet: the dynamics network expands it
 LEAF_AT_DEPTH_LIMIT = 2  # an existing node at the depth limit: bootstrap from its value, no call
 
-HOLD, BUY, SELL, CLOSE = 0, 1, 2, 3
+# The rulebook's tables (shared.trading.rules), read as compile-time constants. (numba's cache keys on
+# this file: after a change of the rules, clear __pycache__ or touch this file.)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def is_legal(side: int, action: int) -> bool:
-    if action == HOLD:
-        return True
-    if action == CLOSE:
-        return side != 0
-    return side == 0
+    return LEGAL[2 * action + (side != 0)]
 
 
 @njit(cache=True, nogil=True, inline="always")
 def side_after(side: int, action: int) -> int:
-    if action == BUY and side == 0:
-        return 1
-    if action == SELL and side == 0:
-        return -1
-    if action == CLOSE and side != 0:
+    key = 2 * action + (side != 0)
+    if not LEGAL[key]:
+        return side
+    if EVENT[key] == EVENT_CLOSE:
         return 0
-    return side
+    entry = ENTRY_SIDE[action]
+    return side if entry == 0 else entry
 
 
 @njit(cache=True, nogil=True, inline="always")

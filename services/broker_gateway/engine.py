@@ -22,33 +22,28 @@ import redis
 from services.broker_gateway.brokers import (
     Broker,
     BrokerError,
-    BrokerPosition,
     Fill,
     OutcomeUnknownError,
     PaperBroker,
 )
+from services.broker_gateway.errors import OrderConflictError, OrderRejectedError
 from services.broker_gateway.ledger import FillRecord, Ledger, PositionRecord, TradeRecord
 from services.broker_gateway.metrics import GatewayMetrics
+from services.broker_gateway.reconcile import Reconciler
 from services.broker_gateway.risk import RiskLimits, RiskRefusal, TradingDay
 from services.broker_gateway.settings import GatewaySettings
 from shared.env import EXIT_SESSION_END
 from shared.instruments import pip_size
-from shared.position import EXIT_RECONCILED, EXIT_SESSION_BREAK, ClosedTrade, PositionState, Settlement
+from shared.position import EXIT_SESSION_BREAK, ClosedTrade, PositionState, Settlement
 from shared.reward import ACTIONS, Action
 from shared.trading.rules import side_name
 from shared.wire import OrderRequest, OrderResult, SettledReward, position_key
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Gateway", "OrderConflictError", "OrderRejectedError"]
+
 _ENTRIES = (Action.BUY, Action.SELL)
-
-
-class OrderConflictError(Exception):
-    """The order cannot be processed as sent: out of order, or a key reused for another order (409)."""
-
-
-class OrderRejectedError(ValueError):
-    """The order's values cannot be true: a close outside the price band of the last close (422)."""
 
 
 # A close is judged against the last one only within this time: after a longer gap any price goes.
@@ -97,12 +92,10 @@ class Gateway:
         self._control_lock = threading.Lock()
         # Positions whose publish failed (Redis down): published again by the outbox thread.
         self._outbox: set[tuple[str, str]] = set()
-        # The journal's side of things: instruments whose entries wait for a reconciliation, fills
-        # learnt by lookup that an order being recorded again must use, and one reconciliation at a time.
-        self._instrument_halts: dict[str, str] = {}
+        # Fills learnt by lookup that an order being recorded again must use (the reconciler's).
         self._known_fills: dict[str, Fill] = {}
-        self._reconcile_lock = threading.Lock()
         self._reconcile_thread: threading.Thread | None = None
+        self.reconciler = Reconciler(self)
         self._stopping = threading.Event()
         self._outbox_thread: threading.Thread | None = None
 
@@ -135,17 +128,15 @@ class Gateway:
             sum(1 for r in self._positions.values() if r.state.side),
             "HALTED" if self.risk.halted else "on",
         )
-        self._pin_broker_account()
-        self._instrument_halts = dict(self.ledger.get_control("instrument_halts") or {})
-        for instrument in self._instrument_halts:
-            self.metrics.instrument_halted.labels(instrument).set(1)
+        self.reconciler.pin_broker_account()
+        self.reconciler.restore_halts()
         self.reconcile()  # open intents of a previous run first, then the positions
         self._stopping.clear()
         self._outbox_thread = threading.Thread(target=self._drain_outbox, name="gateway-outbox", daemon=True)
         self._outbox_thread.start()
         if self.settings.reconcile_seconds > 0 and not isinstance(self.broker, PaperBroker):
             self._reconcile_thread = threading.Thread(
-                target=self._reconcile_every, name="gateway-reconcile", daemon=True
+                target=self.reconciler.run_every, name="gateway-reconcile", daemon=True
             )
             self._reconcile_thread.start()
 
@@ -190,166 +181,12 @@ class Gateway:
         for instrument in {r.instrument for r in self._positions.values()}:
             self._refresh_position_metrics(instrument)
 
-    def _pin_broker_account(self) -> None:
-        """One broker account per ledger: a ledger that traded another OANDA account refuses to start
-        (OANDA nets per account, so two gateways on one account would trade each other's positions)."""
-        if isinstance(self.broker, PaperBroker):
-            return
-        pin = f"{self.broker.name}:{getattr(self.broker, 'account_id', self.settings.oanda_account_id)}"
-        stored = self.ledger.get_control("broker_account")
-        if stored is None:
-            self.ledger.set_control("broker_account", pin, time.time())
-        elif stored != pin:
-            raise RuntimeError(
-                f"the ledger {self.settings.ledger_db} belongs to broker account {stored!r}, not {pin!r}: "
-                "one broker account per gateway and ledger"
-            )
-
     def reconcile(self) -> list[str]:
-        """Resolve the journal's open broker calls by client order id, then (with a broker that keeps a
-        book) make the ledger's positions the broker's: the broker is the truth. Instruments with no
-        open call left and no mismatch resume their entries. Returns the mismatches found."""
-        with self._reconcile_lock:
-            self._resolve_open_intents()
-            mismatches, readable = [], True
-            if not isinstance(self.broker, PaperBroker):
-                mismatches, readable = self._repair_positions()
-            self.broker_mismatches = mismatches
-            open_calls = {i.instrument for i in self.ledger.open_intents()}
-            for instrument in sorted(self._instrument_halts):
-                # Repaired mismatches agree now; an unreadable book or an open call keeps the halt.
-                if readable and instrument not in open_calls:
-                    self._set_instrument_halt(instrument, None)
-            self.metrics.open_intents.set(len(self.ledger.open_intents()))
-            return mismatches
-
-    def _reconcile_every(self) -> None:
-        while not self._stopping.wait(self.settings.reconcile_seconds):
-            try:
-                self.reconcile()
-            except Exception:  # the loop must outlive any one failure; the next round tries again
-                logger.exception("periodic reconciliation failed")
-
-    def _resolve_open_intents(self) -> None:
-        for intent in self.ledger.open_intents():
-            now = time.time()
-            try:
-                fill = self.broker.lookup(intent.client_order_id)
-            except (OutcomeUnknownError, BrokerError) as exc:
-                self.ledger.resolve_intent(intent.client_order_id, "unknown", str(exc), now)
-                self._set_instrument_halt(intent.instrument, f"broker call {intent.client_order_id}: {exc}")
-                continue
-            if fill is None:
-                self.ledger.resolve_intent(
-                    intent.client_order_id, "rejected", "never executed (looked up by client id)", now
-                )
-                logger.warning("broker call %s never executed (looked up)", intent.client_order_id)
-                continue
-            if self.ledger.find_order(intent.idempotency_key) is None:
-                # The process stopped between the fill and the ledger write: record the order now, as
-                # it would have been, with the fill the broker reports (no second order is sent).
-                logger.warning(
-                    "broker call %s filled but its order %s was never recorded; recording it",
-                    intent.client_order_id,
-                    intent.idempotency_key,
-                )
-                self._known_fills[intent.client_order_id] = fill
-                try:
-                    self.submit(intent.request, replay=True)
-                except (OrderConflictError, OrderRejectedError) as exc:
-                    logger.error("cannot record order %s: %s", intent.idempotency_key, exc)
-                finally:
-                    self._known_fills.pop(intent.client_order_id, None)
-            # Recorded by the submit above (or earlier, as refused: then the positions repair it).
-            self.ledger.resolve_intent(intent.client_order_id, "filled", "resolved by lookup", now, fill)
-
-    def _repair_positions(self) -> tuple[list[str], bool]:
-        """Compare every account's positions with the broker's; where they differ, close the ledger's
-        (exit ``reconciled``, at the last close seen) and adopt the broker's. Each mismatch is counted.
-        Returns the mismatches and whether every account's book could be read."""
-        mismatches: list[str] = []
-        readable = True
-        accounts = sorted({r.account for r in self._positions.values()})
-        for account in accounts:
-            try:
-                held = {p.instrument: p for p in self.broker.sync(account)}
-            except (OutcomeUnknownError, BrokerError) as exc:
-                mismatches.append(f"{account}: cannot read the broker's positions: {exc}")
-                logger.error("reconciliation: cannot read %s's positions at the broker: %s", account, exc)
-                readable = False
-                continue
-            ours = {r.instrument for r in self._positions.values() if r.account == account and r.state.side}
-            for instrument in sorted(ours | set(held)):
-                message = self._repair(account, instrument, held.get(instrument))
-                if message is not None:
-                    mismatches.append(message)
-        return mismatches, readable
-
-    def _repair(self, account: str, instrument: str, broker: BrokerPosition | None) -> str | None:
-        key = (account, instrument)
-        with self._lock_for(key):
-            current = self._positions.get(key)
-            ours = current.state.side if current else 0
-            theirs = broker.side if broker else 0
-            if ours == theirs:
-                return None
-            message = f"{account}/{instrument}: ledger {side_name(ours)}, broker {side_name(theirs)}" + (
-                f" ({broker.units:g} units at {broker.average_price})" if broker else ""
-            )
-            logger.error("reconciliation: %s; the broker is the truth, the ledger follows", message)
-            self.metrics.position_mismatches.labels(instrument).inc()
-            if current is None:
-                state = PositionState(pip=pip_size(instrument), spread_pips=self.settings.spread_pips)
-                current = PositionRecord(account, instrument, state)
-            work = current.copy()
-            trades: list[TradeRecord] = []
-            ts = work.last_bar_ts or int(time.time()) // 60 * 60
-            if ours:  # closed at the broker (a stop-out, a hand): the trade ends at the last close seen
-                last = work.last_close or work.state.entry_price
-                trade = work.state.close(last, work.state.marked_step + 1, ts, EXIT_RECONCILED)
-                work.state.take_settled()  # a reward this mark settled has no decision to report it
-                trades.append(
-                    TradeRecord(
-                        trade=trade,
-                        model_version=work.entry_model_version,
-                        session_id=work.session_id,
-                        broker_entry_price=work.broker_entry_price,
-                        broker_exit_price=None,  # the broker's own close is not ours to know
-                        broker_trade_id=work.broker_trade_id,
-                    )
-                )
-                work.entry_model_version, work.broker_entry_price, work.broker_trade_id = "", None, ""
-            if broker is not None:
-                price = work.last_close or broker.average_price
-                work.state.adopt(broker.side, price, max(work.state.marked_step, 0), ts)
-                work.entry_model_version = "reconciled"
-                work.broker_entry_price = broker.average_price
-            self.ledger.repair(work, trades, time.time())
-            with self._guard:
-                self._positions[key] = work
-            for t in trades:
-                self.metrics.trade(instrument, t.trade.exit_ts, t.trade.pnl_pips)
-            self._refresh_position_metrics(instrument)
-            self._publish(work)
-            return message
-
-    def _set_instrument_halt(self, instrument: str, reason: str | None) -> None:
-        """Halt (reason) or resume (None) one instrument's entries; persisted in the ledger."""
-        with self._control_lock:
-            if reason is None:
-                if self._instrument_halts.pop(instrument, None) is None:
-                    return
-                logger.warning("%s: entries resume, the broker and the ledger agree", instrument)
-            else:
-                if instrument not in self._instrument_halts:
-                    logger.error("%s: entries HALTED until reconciled: %s", instrument, reason)
-                self._instrument_halts[instrument] = reason
-            self.metrics.instrument_halted.labels(instrument).set(int(reason is not None))
-            self.ledger.set_control("instrument_halts", self._instrument_halts, time.time())
+        """Resolve the journal's open calls and make the positions the broker's (``Reconciler``)."""
+        return self.reconciler.reconcile()
 
     def instrument_halts(self) -> dict[str, str]:
-        with self._control_lock:
-            return dict(self._instrument_halts)
+        return self.reconciler.instrument_halts()
 
     # --------------------------------------------------------------- orders
     def submit(self, req: OrderRequest, replay: bool = False) -> OrderResult:
@@ -487,7 +324,7 @@ class Gateway:
             # The broker may have executed: the ledger keeps ``base`` for now, the instrument's entries
             # halt, and reconciliation (right after this order) makes the ledger the broker's.
             self.metrics.unknown_outcomes.inc()
-            self._set_instrument_halt(req.instrument, f"{what}: {exc}")
+            self.reconciler.set_instrument_halt(req.instrument, f"{what}: {exc}")
             plan = refused(
                 f"{what}: outcome unknown at the broker ({exc}); entries halted, reconciling", base
             )
@@ -536,7 +373,7 @@ class Gateway:
         name = action.name
         risk: RiskRefusal | None = None
         if action in _ENTRIES and not work.state.side and not replay:
-            halt = self._instrument_halts.get(req.instrument)
+            halt = self.reconciler.halts.get(req.instrument)
             risk = (
                 RiskRefusal(
                     "instrument_halted", f"entry refused: {req.instrument} halted until reconciled ({halt})"
@@ -579,7 +416,7 @@ class Gateway:
                 return refused(f"{name} refused by the broker: {exc}", before)
             if isinstance(exc, OutcomeUnknownError):
                 self.metrics.unknown_outcomes.inc()
-                self._set_instrument_halt(req.instrument, f"session-end close: {exc}")
+                self.reconciler.set_instrument_halt(req.instrument, f"session-end close: {exc}")
             # The entry filled but the session-end close did not: the position stays open (it is
             # closed at the next session's start), exactly as the broker holds it.
             self.metrics.broker_errors.inc()

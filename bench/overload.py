@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from services.jobs.stack import ServiceProcess, smz_argv
-from shared.model.checkpoint import save_checkpoint, write_pointer
+from shared.model.checkpoint import save_checkpoint
+from shared.model.checkpoint_root import write_pointer
 from shared.model.networks import MuZeroNetwork
 from shared.schema import FEATURE_RANGES, N_FEATURES, N_MARKET, WINDOW
 

@@ -21,7 +21,8 @@ from shared.bars import Bars
 from shared.dataset import build_dataset
 from shared.env import MarketData, TradingEnv
 from shared.ingest import parse_bars
-from shared.model.checkpoint import load_checkpoint, resolve_checkpoint
+from shared.model.checkpoint import load_checkpoint
+from shared.model.checkpoint_root import resolve_checkpoint
 from shared.model.inference import make_model_functions
 from shared.model.networks import MuZeroNetwork
 from shared.search import SearchConfig, search

@@ -40,7 +40,8 @@ from services.jobs.ingest import run_ingest
 from services.jobs.stack import LiveStack, StackConfig
 from services.jobs.up import SAMPLE, SAMPLE_INSTRUMENT
 from shared.env import MarketData, TradingEnv
-from shared.model.checkpoint import save_checkpoint, write_pointer
+from shared.model.checkpoint import save_checkpoint
+from shared.model.checkpoint_root import write_pointer
 from shared.model.networks import MuZeroNetwork
 from shared.sessions import SESSION_BARS, tile_sessions, valid_session_starts
 from shared.store import Store

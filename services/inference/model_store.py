@@ -33,14 +33,8 @@ import numpy as np
 
 from services.inference.metrics import InferenceMetrics
 from services.inference.settings import BACKEND, InferenceSettings
-from shared.model.checkpoint import (
-    MANIFEST_FILE,
-    CheckpointError,
-    CheckpointManifest,
-    list_checkpoints,
-    load_checkpoint,
-    read_pointer,
-)
+from shared.model.checkpoint import MANIFEST_FILE, CheckpointError, CheckpointManifest, load_checkpoint
+from shared.model.checkpoint_root import list_checkpoints, read_pointer
 from shared.model.config import ModelConfig
 from shared.model.inference import ModelFunctions, make_model_functions
 from shared.position import PIPS_PER_REWARD

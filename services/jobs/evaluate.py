@@ -13,7 +13,8 @@ from shared.dataset import Dataset
 from shared.env import TRADE_LOG_FIELDS, EnvConfig, MarketData
 from shared.evaluation import EvaluationResult, evaluate_policy
 from shared.instruments import DEFAULT_SPREAD_PIPS
-from shared.model.checkpoint import MANIFEST_FILE, load_checkpoint, read_pointer, resolve_checkpoint
+from shared.model.checkpoint import MANIFEST_FILE, load_checkpoint
+from shared.model.checkpoint_root import read_pointer, resolve_checkpoint
 from shared.model.inference import make_model_functions
 from shared.policies import (
     BASELINES,

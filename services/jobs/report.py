@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from services.trainer.state import VALIDATION_TRADES, read_history
-from shared.model.checkpoint import read_pointer
+from shared.model.checkpoint_root import read_pointer
 
 LOSSES = ("total", "policy", "value", "reward", "outcome")
 

@@ -30,10 +30,10 @@ from shared.model.checkpoint import (
     MANIFEST_FILE,
     CheckpointError,
     CheckpointManifest,
-    list_checkpoints,
     validate_version,
     verify_checkpoint,
 )
+from shared.model.checkpoint_root import list_checkpoints
 from shared.schema import SchemaMismatchError
 
 VERSION_ENV = "SMZ_INFERENCE_MODEL_VERSION"

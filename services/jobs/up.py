@@ -37,7 +37,7 @@ from services.jobs.features import run_features
 from services.jobs.ingest import run_ingest
 from services.jobs.stack import LiveStack, StackConfig, smz_argv
 from services.jobs.synth import run_synth
-from shared.model.checkpoint import list_checkpoints
+from shared.model.checkpoint_root import list_checkpoints
 from shared.sessions import SESSION_BARS
 from shared.store import Store
 from shared.trading.rules import side_name

@@ -37,14 +37,8 @@ from services.trainer.state import (
 )
 from shared.env import MarketData
 from shared.metrics import validation_metrics
-from shared.model.checkpoint import (
-    list_checkpoints,
-    load_checkpoint,
-    read_pointer,
-    resolve_checkpoint,
-    save_checkpoint,
-    write_pointer,
-)
+from shared.model.checkpoint import load_checkpoint, save_checkpoint
+from shared.model.checkpoint_root import list_checkpoints, read_pointer, resolve_checkpoint, write_pointer
 from shared.model.config import ModelConfig
 from shared.model.inference import make_model_functions
 from shared.model.networks import MuZeroNetwork

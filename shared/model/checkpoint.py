@@ -17,7 +17,6 @@ and renamed into place, so a crash never leaves a half-written checkpoint visibl
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -159,7 +158,7 @@ class LoadedCheckpoint:
 # Saving
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make a directory's entries (new files, renames) durable, not just the files' bytes."""
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -168,7 +167,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_bytes_durably(path: Path, data: bytes) -> None:
+def write_bytes_durably(path: Path, data: bytes) -> None:
     with open(path, "xb") as file:
         file.write(data)
         file.flush()
@@ -249,13 +248,13 @@ def save_checkpoint(
     temp_dir = root / f"{TMP_PREFIX}{version}-{secrets.token_hex(4)}"
     temp_dir.mkdir()
     try:
-        _write_bytes_durably(temp_dir / WEIGHTS_FILE, weights)
+        write_bytes_durably(temp_dir / WEIGHTS_FILE, weights)
         if before_manifest is not None:
             before_manifest(training_step)
         extra_hashes: dict[str, str] = {}
         for name, content in extra_files.items():
             if isinstance(content, bytes | bytearray | memoryview):
-                _write_bytes_durably(temp_dir / name, bytes(content))
+                write_bytes_durably(temp_dir / name, bytes(content))
                 extra_hashes[name] = hashlib.sha256(content).hexdigest()
             else:
                 extra_hashes[name] = _copy_durably(Path(content), temp_dir / name)
@@ -277,8 +276,8 @@ def save_checkpoint(
             serving=dict(serving or {}),
         )
         # The manifest goes last: a directory with a manifest has everything the manifest names.
-        _write_bytes_durably(temp_dir / MANIFEST_FILE, manifest.to_json().encode())
-        _fsync_dir(temp_dir)
+        write_bytes_durably(temp_dir / MANIFEST_FILE, manifest.to_json().encode())
+        fsync_dir(temp_dir)
         try:
             # rename(2) refuses to replace a non-empty directory, so a racing writer cannot be clobbered.
             os.rename(temp_dir, final_dir)
@@ -289,7 +288,7 @@ def save_checkpoint(
                     "overwritten, save under another version"
                 ) from error
             raise
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
@@ -506,117 +505,3 @@ def load_checkpoint(
         raise CheckpointError(f"{weights_path} left tensors without values: {_limited(left_on_meta)}")
     model.eval()
     return LoadedCheckpoint(path=path, manifest=verified.manifest, model=model)
-
-
-# ---------------------------------------------------------------------------------------------
-# Listing, pointers, resolving
-
-
-def _scan(root: Path) -> list[tuple[Path, CheckpointManifest]]:
-    """(directory, manifest) for every checkpoint under ``root`` whose manifest reads, oldest first."""
-    found: list[tuple[Path, CheckpointManifest]] = []
-    if not root.is_dir():
-        return found
-    for entry in root.iterdir():
-        if entry.name.startswith(".") or not entry.is_dir():
-            continue  # temp dirs of unfinished saves, pointer files
-        try:
-            found.append((entry, read_manifest(entry)))
-        except CheckpointError:
-            continue  # broken checkpoints are not listed; verify/load say why
-    found.sort(key=lambda item: (item[1].training_step, item[1].created_at, item[0].name))
-    return found
-
-
-def list_checkpoints(root: Path) -> list[CheckpointManifest]:
-    """Manifests of the checkpoints under ``root`` by training step; skips temp dirs and unreadable ones.
-
-    Only manifests are read: call ``verify_checkpoint`` before trusting one.
-    """
-    return [manifest for _, manifest in _scan(Path(root))]
-
-
-def _validate_pointer_name(name: str) -> None:
-    if name not in POINTER_NAMES:
-        raise ValueError(f"pointer name {name!r} is not one of {POINTER_NAMES}")
-
-
-def write_pointer(root: Path, name: str, version: str) -> Path:
-    """Point ``<root>/<name>`` (latest or best) at ``version``, atomically; returns the pointer file."""
-    root = Path(root)
-    _validate_pointer_name(name)
-    validate_version(version)
-    if not (root / version / MANIFEST_FILE).is_file():
-        raise CheckpointError(
-            f"cannot point {root / name} at {version!r}: {root / version} is not a checkpoint; save it first"
-        )
-    pointer_path = root / name
-    temp_path = root / f"{TMP_PREFIX}{name}-{secrets.token_hex(4)}"
-    try:
-        _write_bytes_durably(temp_path, f"{version}\n".encode())
-        os.replace(temp_path, pointer_path)  # readers see the old pointer or the new one, never half
-        _fsync_dir(root)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temp_path.unlink()
-        raise
-    return pointer_path
-
-
-def read_pointer(root: Path, name: str) -> str | None:
-    """The version ``<root>/<name>`` points at, or None when there is no such pointer."""
-    _validate_pointer_name(name)
-    pointer_path = Path(root) / name
-    try:
-        text = pointer_path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    try:
-        return validate_version(text)
-    except ValueError as error:
-        raise CheckpointError(
-            f"pointer {pointer_path} holds {text!r}, not a checkpoint version; rewrite it with write_pointer"
-        ) from error
-
-
-def resolve_checkpoint(path_or_root: Path, which: str = "latest") -> Path:
-    """The checkpoint directory to load.
-
-    ``path_or_root`` is either a checkpoint directory (returned as is) or a root holding checkpoints.
-    For a root, ``which`` is ``latest`` or ``best`` (follow that pointer; ``latest`` falls back to the
-    highest training step when there is no pointer) or a version name to pin. Nothing is verified here.
-    """
-    path = Path(path_or_root)
-    if (path / MANIFEST_FILE).is_file():
-        return path
-    if not path.is_dir():
-        raise CheckpointError(f"{path} is neither a checkpoint directory nor a checkpoint root")
-    if which in POINTER_NAMES:
-        version = read_pointer(path, which)
-        if version is None:
-            if which == "best":
-                raise CheckpointError(
-                    f"{path} has no 'best' pointer; write one with write_pointer or ask for 'latest'"
-                )
-            checkpoints = _scan(path)
-            if not checkpoints:
-                raise CheckpointError(f"{path} holds no checkpoints; train first or pass a checkpoint dir")
-            return checkpoints[-1][0]
-        target = path / version
-        if not (target / MANIFEST_FILE).is_file():
-            raise CheckpointError(
-                f"pointer {path / which} names {version!r} but {target} is not a checkpoint "
-                "(deleted?); rewrite the pointer with write_pointer"
-            )
-        return target
-    try:
-        validate_version(which)
-    except ValueError as error:
-        raise CheckpointError(f"cannot resolve {which!r} under {path}: {error}") from error
-    target = path / which
-    if not (target / MANIFEST_FILE).is_file():
-        raise CheckpointError(
-            f"{target} is not a checkpoint; available: "
-            f"{[m.version for m in list_checkpoints(path)] or 'none'}"
-        )
-    return target

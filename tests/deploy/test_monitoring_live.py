@@ -32,7 +32,8 @@ from services.jobs.stack import LiveStack, redis_answers
 from services.jobs.up import SAMPLE, SAMPLE_INSTRUMENT
 from services.trainer.metrics import TrainerMetrics
 from shared.metrics import trade_metrics, validation_metrics
-from shared.model.checkpoint import save_checkpoint, write_pointer
+from shared.model.checkpoint import save_checkpoint
+from shared.model.checkpoint_root import write_pointer
 from shared.model.networks import MuZeroNetwork
 from shared.sessions import tile_sessions, valid_session_starts
 from shared.store import Store

@@ -24,7 +24,8 @@ from services.jobs.features import run_features
 from services.jobs.ingest import run_ingest
 from services.jobs.stack import LiveStack, ServiceProcess, StackConfig, redis_answers
 from shared.env import TRADE_LOG_FIELDS
-from shared.model.checkpoint import save_checkpoint, write_pointer
+from shared.model.checkpoint import save_checkpoint
+from shared.model.checkpoint_root import write_pointer
 from shared.model.networks import MuZeroNetwork
 from shared.sessions import SESSION_BARS, SPLITS, tile_sessions
 from shared.store import Store

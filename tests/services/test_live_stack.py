@@ -29,7 +29,8 @@ from services.jobs.stack import LiveStack, ServiceProcess, StackConfig, redis_an
 from services.jobs.synth import run_synth
 from services.trainer.worker import run_training
 from shared.env import TRADE_LOG_FIELDS, EnvConfig, MarketData, TradeLog, TradingEnv
-from shared.model.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, write_pointer
+from shared.model.checkpoint import load_checkpoint, save_checkpoint
+from shared.model.checkpoint_root import resolve_checkpoint, write_pointer
 from shared.model.config import ModelConfig
 from shared.model.networks import MuZeroNetwork
 from shared.reward import REWARDS

@@ -16,7 +16,8 @@ import torch
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException
 
-from shared.model.checkpoint import save_checkpoint, write_pointer
+from shared.model.checkpoint import save_checkpoint
+from shared.model.checkpoint_root import write_pointer
 from shared.model.config import ModelConfig
 from shared.model.networks import MuZeroNetwork
 from shared.reward import Action

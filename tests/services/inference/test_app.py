@@ -15,7 +15,8 @@ import pytest
 
 from services.inference.app import InferenceService, create_app
 from services.inference.settings import InferenceSettings
-from shared.model.checkpoint import WEIGHTS_FILE, load_checkpoint, write_pointer
+from shared.model.checkpoint import WEIGHTS_FILE, load_checkpoint
+from shared.model.checkpoint_root import write_pointer
 from shared.model.inference import make_model_functions
 from shared.schema import SCHEMA_HASH
 from shared.search import SearchConfig, SearchOutput, search

@@ -11,7 +11,8 @@ import pytest
 from services.inference.metrics import InferenceMetrics
 from services.inference.model_store import ModelStore, NoModelError
 from services.inference.settings import InferenceSettings
-from shared.model.checkpoint import MANIFEST_FILE, WEIGHTS_FILE, write_pointer
+from shared.model.checkpoint import MANIFEST_FILE, WEIGHTS_FILE
+from shared.model.checkpoint_root import write_pointer
 from tests.services.inference.helpers import save_version
 
 

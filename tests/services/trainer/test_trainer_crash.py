@@ -12,7 +12,8 @@ import pytest
 
 from services.jobs.features import run_features
 from services.jobs.synth import run_synth
-from shared.model.checkpoint import TMP_PREFIX, list_checkpoints, verify_checkpoint
+from shared.model.checkpoint import TMP_PREFIX, verify_checkpoint
+from shared.model.checkpoint_root import list_checkpoints
 
 TRAIN = """
 import sys

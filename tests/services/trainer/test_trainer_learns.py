@@ -19,7 +19,8 @@ from services.jobs.features import run_features
 from services.jobs.synth import run_synth
 from services.trainer.settings import TrainerSettings
 from services.trainer.worker import run_training
-from shared.model.checkpoint import read_manifest, resolve_checkpoint
+from shared.model.checkpoint import read_manifest
+from shared.model.checkpoint_root import resolve_checkpoint
 from shared.model.config import ModelConfig
 from shared.training.config import TrainingConfig
 

@@ -17,7 +17,8 @@ from services.jobs.synth import run_synth
 from services.trainer.settings import TrainerSettings
 from services.trainer.state import read_history
 from services.trainer.worker import run_training
-from shared.model.checkpoint import list_checkpoints, load_checkpoint, read_pointer, resolve_checkpoint
+from shared.model.checkpoint import load_checkpoint
+from shared.model.checkpoint_root import list_checkpoints, read_pointer, resolve_checkpoint
 from shared.model.config import ModelConfig
 from shared.training.config import TrainingConfig
 from tests.helpers import small_trainer_settings

@@ -17,15 +17,12 @@ from shared.model.checkpoint import (
     WEIGHTS_FILE,
     CheckpointError,
     CheckpointManifest,
-    list_checkpoints,
     load_checkpoint,
     read_manifest,
-    read_pointer,
-    resolve_checkpoint,
     save_checkpoint,
     verify_checkpoint,
-    write_pointer,
 )
+from shared.model.checkpoint_root import list_checkpoints, read_pointer, resolve_checkpoint, write_pointer
 from shared.model.config import ModelConfig
 from shared.model.networks import MuZeroNetwork, parameter_count
 from shared.schema import SCHEMA_HASH, SCHEMA_VERSION, SchemaMismatchError

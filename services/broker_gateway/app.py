@@ -261,7 +261,10 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
     def readyz(response: Response) -> dict[str, Any]:
         """Ready when the ledger and Redis answer (503 otherwise, with what failed)."""
         checks: dict[str, str] = {}
-        for name, probe in (("ledger", lambda: gateway.ledger.ping()), ("redis", gateway.redis.ping)):
+        for name, probe in (
+            ("ledger", lambda: gateway.ledger.ping()),
+            ("redis", gateway.publisher.redis.ping),
+        ):
             try:
                 probe()
                 checks[name] = "ok"

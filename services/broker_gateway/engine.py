@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import redis
-
 from services.broker_gateway.brokers import (
     Broker,
     BrokerError,
@@ -29,6 +27,7 @@ from services.broker_gateway.brokers import (
 from services.broker_gateway.errors import OrderConflictError, OrderRejectedError
 from services.broker_gateway.ledger import FillRecord, Ledger, PositionRecord, TradeRecord
 from services.broker_gateway.metrics import GatewayMetrics
+from services.broker_gateway.publisher import PositionPublisher
 from services.broker_gateway.reconcile import Reconciler
 from services.broker_gateway.risk import RiskLimits, RiskRefusal, TradingDay
 from services.broker_gateway.settings import GatewaySettings
@@ -37,7 +36,7 @@ from shared.instruments import pip_size
 from shared.position import EXIT_SESSION_BREAK, ClosedTrade, PositionState, Settlement
 from shared.reward import ACTIONS, Action
 from shared.trading.rules import side_name
-from shared.wire import OrderRequest, OrderResult, SettledReward, position_key
+from shared.wire import OrderRequest, OrderResult, SettledReward
 
 logger = logging.getLogger(__name__)
 
@@ -79,25 +78,18 @@ class Gateway:
         self.risk = RiskLimits(
             max_loss, stale, day=TradingDay(settings.day_boundary, settings.day_boundary_zone)
         )
-        self.redis = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_seconds,
-            socket_connect_timeout=settings.redis_timeout_seconds,
-        )
         self.broker_mismatches: list[str] = []
         self._ledger: Ledger | None = None
         self._positions: dict[tuple[str, str], PositionRecord] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._guard = threading.Lock()  # the two dicts above and the outbox
+        self._guard = threading.Lock()  # the two dicts above
         self._control_lock = threading.Lock()
-        # Positions whose publish failed (Redis down): published again by the outbox thread.
-        self._outbox: set[tuple[str, str]] = set()
         # Fills learnt by lookup that an order being recorded again must use (the reconciler's).
         self._known_fills: dict[str, Fill] = {}
         self._reconcile_thread: threading.Thread | None = None
         self.reconciler = Reconciler(self)
+        self.publisher = PositionPublisher(settings, self.metrics, self._positions.get, self._lock_for)
         self._stopping = threading.Event()
-        self._outbox_thread: threading.Thread | None = None
 
     @property
     def ledger(self) -> Ledger:
@@ -120,7 +112,7 @@ class Gateway:
             self._positions[(record.account, record.instrument)] = record
         self._restore_metrics()
         for record in self._positions.values():
-            self._publish(record)
+            self.publisher.publish(record)
         logger.info(
             "ledger %s: %d positions restored (%d open), trading %s",
             self.settings.ledger_db,
@@ -132,8 +124,7 @@ class Gateway:
         self.reconciler.restore_halts()
         self.reconcile()  # open intents of a previous run first, then the positions
         self._stopping.clear()
-        self._outbox_thread = threading.Thread(target=self._drain_outbox, name="gateway-outbox", daemon=True)
-        self._outbox_thread.start()
+        self.publisher.start()
         if self.settings.reconcile_seconds > 0 and not isinstance(self.broker, PaperBroker):
             self._reconcile_thread = threading.Thread(
                 target=self.reconciler.run_every, name="gateway-reconcile", daemon=True
@@ -142,14 +133,13 @@ class Gateway:
 
     def stop(self) -> None:
         self._stopping.set()
-        for thread in (self._outbox_thread, self._reconcile_thread):
-            if thread is not None:
-                thread.join(timeout=10)
-        self._outbox_thread = self._reconcile_thread = None
+        if self._reconcile_thread is not None:
+            self._reconcile_thread.join(timeout=10)
+            self._reconcile_thread = None
+        self.publisher.stop()
         shutdown = getattr(self.broker, "shutdown", None)
         if callable(shutdown):
             shutdown()
-        self.redis.close()
         if self._ledger is not None:
             self._ledger.close()
             self._ledger = None
@@ -210,7 +200,7 @@ class Gateway:
                 # its window): publish the position again.
                 record = self._positions.get(key)
                 if record is not None:
-                    self._publish(record)
+                    self.publisher.publish(record)
                 return stored.result.model_copy(update={"duplicate": True})
             current = self._positions.get(key) or self._new_position(req)
             last = current.last_bar_ts
@@ -236,7 +226,7 @@ class Gateway:
                 raise
             with self._guard:
                 self._positions[key] = plan.position
-            self._publish(plan.position)
+            self.publisher.publish(plan.position)
         self._observe(req, plan, label, started)
         if plan.unknown and not replay:
             self.reconcile()  # the broker is asked now; the periodic reconciliation goes on asking
@@ -540,52 +530,6 @@ class Gateway:
         return pnl + open_pnl
 
     # -------------------------------------------------------------- outputs
-    def _publish(self, record: PositionRecord) -> bool:
-        """SET the position key and XADD to the positions stream, atomically, in one round trip.
-        False (and the key in the outbox) when Redis did not take it."""
-        payload = record.message().model_dump_json()
-        key = (record.account, record.instrument)
-        try:
-            with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(position_key(record.account, record.instrument), payload)
-                pipe.xadd(
-                    self.settings.positions_stream,
-                    {"data": payload},
-                    maxlen=self.settings.positions_maxlen,
-                    approximate=True,
-                )
-                pipe.execute()
-        except redis.RedisError as exc:
-            # The order stands (it is in the ledger): the outbox publishes the position once Redis
-            # is back, and the feature builder's re-sent window asks for it again meanwhile.
-            self.metrics.publish_errors.inc()
-            with self._guard:
-                self._outbox.add(key)
-            logger.error(
-                "cannot publish the %s/%s position to Redis: %s; it is published again once Redis answers",
-                record.account,
-                record.instrument,
-                exc,
-            )
-            return False
-        with self._guard:
-            self._outbox.discard(key)
-        return True
-
-    def _drain_outbox(self, every: float = 1.0) -> None:
-        """Publish the current position of each key whose publish failed, until each goes through."""
-        while not self._stopping.wait(every):
-            with self._guard:
-                keys = sorted(self._outbox)
-            for key in keys:
-                record = self._positions.get(key)
-                if record is None:
-                    continue
-                with self._lock_for(key):  # not between an order's ledger write and its own publish
-                    if not self._publish(self._positions[key]):
-                        break  # Redis is still away
-                logger.info("published the %s/%s position from the outbox", *key)
-
     def _observe(self, req: OrderRequest, plan: _Plan, label: str, started: float) -> None:
         m = self.metrics
         m.order(req.instrument, label, plan.result.status)

@@ -183,7 +183,7 @@ class Reconciler:
             for t in trades:
                 self.gw.metrics.trade(instrument, t.trade.exit_ts, t.trade.pnl_pips)
             self.gw._refresh_position_metrics(instrument)
-            self.gw._publish(work)
+            self.gw.publisher.publish(work)
             return message
 
     def set_instrument_halt(self, instrument: str, reason: str | None) -> None:

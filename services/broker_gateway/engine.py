@@ -4,9 +4,10 @@ the ledger and Redis, serialised per (account, instrument).
 The trading arithmetic is ``shared.position.PositionState``'s alone (the backtest's, bit for bit),
 rewards included: the order names the reward (the served model's), and the result reports this
 decision's reward when it is known and the earlier decision's reward this bar's mark settled
-(``shared.wire.OrderResult``). An order is planned on copies of the state; the broker executes what the
-plan says; only then is the new state committed (ledger first, then memory, then Redis). A broker
-refusal therefore leaves the position as it was.
+(``shared.wire.OrderResult``). An order is planned on copies of the state (``plan.OrderPlanner``);
+the broker executes what the plan says, each call journalled here first; only then is the new state
+committed (ledger first, then memory, then Redis: ``publisher``). A broker refusal therefore leaves
+the position as it was; an unknown outcome is reconciled (``reconcile``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 
 from services.broker_gateway.brokers import (
     Broker,
@@ -25,43 +24,25 @@ from services.broker_gateway.brokers import (
     PaperBroker,
 )
 from services.broker_gateway.errors import OrderConflictError, OrderRejectedError
-from services.broker_gateway.ledger import FillRecord, Ledger, PositionRecord, TradeRecord
+from services.broker_gateway.ledger import Ledger, PositionRecord, TradeRecord
 from services.broker_gateway.metrics import GatewayMetrics
+from services.broker_gateway.plan import OrderPlan, OrderPlanner, utc
 from services.broker_gateway.publisher import PositionPublisher
 from services.broker_gateway.reconcile import Reconciler
-from services.broker_gateway.risk import RiskLimits, RiskRefusal, TradingDay
+from services.broker_gateway.risk import RiskLimits, TradingDay
 from services.broker_gateway.settings import GatewaySettings
-from shared.env import EXIT_SESSION_END
 from shared.instruments import pip_size
-from shared.position import EXIT_SESSION_BREAK, ClosedTrade, PositionState, Settlement
-from shared.reward import ACTIONS, Action
+from shared.position import PositionState
+from shared.reward import ACTIONS
 from shared.trading.rules import side_name
-from shared.wire import OrderRequest, OrderResult, SettledReward
+from shared.wire import OrderRequest, OrderResult
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Gateway", "OrderConflictError", "OrderRejectedError"]
 
-_ENTRIES = (Action.BUY, Action.SELL)
-
-
 # A close is judged against the last one only within this time: after a longer gap any price goes.
 PRICE_BAND_LOOKBACK_SECONDS = 3600
-
-
-@dataclass
-class _Plan:
-    """What an order did, ready to commit."""
-
-    position: PositionRecord
-    result: OrderResult
-    trades: list[TradeRecord]
-    fills: list[FillRecord]
-    unknown: bool = False  # a broker call's outcome is unknown: reconcile after the order
-
-
-def _utc(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class Gateway:
@@ -193,7 +174,7 @@ class Gateway:
                     self.metrics.order(req.instrument, label, "conflict")
                     raise OrderConflictError(
                         f"idempotency key {req.idempotency_key!r} was already used for another order "
-                        f"({stored.account}/{stored.instrument}, bar {_utc(stored.bar_ts)})"
+                        f"({stored.account}/{stored.instrument}, bar {utc(stored.bar_ts)})"
                     )
                 self.metrics.order(req.instrument, label, "duplicate")
                 # A repeated order is how a lost position message shows (the feature builder re-sends
@@ -207,13 +188,13 @@ class Gateway:
             if last is not None and req.bar_ts <= last:
                 self.metrics.order(req.instrument, label, "out_of_order")
                 raise OrderConflictError(
-                    f"out of order: bar {_utc(req.bar_ts)} ({req.bar_ts}) is not after the last "
-                    f"processed bar {_utc(last)} ({last}) of {req.account}/{req.instrument}; "
+                    f"out of order: bar {utc(req.bar_ts)} ({req.bar_ts}) is not after the last "
+                    f"processed bar {utc(last)} ({last}) of {req.account}/{req.instrument}; "
                     "a stale or replayed bar under a new idempotency key is refused"
                 )
             self._check_account(req, label)
             self._check_price_band(req, current, label)
-            plan = self._plan(req, current, replay)
+            plan = OrderPlanner(self, req, current, replay).plan()
             try:
                 self.ledger.record(
                     req, plan.result, plan.position, plan.trades, plan.fills, self.broker.name, time.time()
@@ -259,7 +240,7 @@ class Gateway:
             self.metrics.order(req.instrument, label, "rejected")
             raise OrderRejectedError(
                 f"close {req.close} is {move:+.1%} from the last close {last} of {req.account}/"
-                f"{req.instrument} (bar {_utc(current.last_bar_ts)}); the price band is +-{band:.0%}"
+                f"{req.instrument} (bar {utc(current.last_bar_ts)}); the price band is +-{band:.0%}"
             )
 
     def _lock_for(self, key: tuple[str, str]) -> threading.Lock:
@@ -269,208 +250,6 @@ class Gateway:
     def _new_position(self, req: OrderRequest) -> PositionRecord:
         state = PositionState(pip=pip_size(req.instrument), spread_pips=self.settings.spread_pips)
         return PositionRecord(req.account, req.instrument, state)
-
-    def _plan(self, req: OrderRequest, current: PositionRecord, replay: bool = False) -> _Plan:
-        key = req.idempotency_key
-        work = current.copy()
-        work.last_bar_ts, work.last_close = req.bar_ts, req.close
-        trades: list[TradeRecord] = []
-        fills: list[FillRecord] = []
-        settled: list[Settlement] = []  # earlier decisions' rewards this order completed
-        decision = req.kind == "decision"
-
-        def result(
-            status: str,
-            reason: str,
-            state: PositionState,
-            reward: float | None = None,
-            valid: bool = True,
-            now_settled: Settlement | None = None,
-        ) -> OrderResult:
-            done = [*settled, now_settled] if now_settled is not None else settled
-            return OrderResult(
-                idempotency_key=key,
-                status=status,  # type: ignore[arg-type]
-                action=req.action,
-                valid=valid,
-                reason=reason,
-                reward=reward,
-                settled=[SettledReward(bar_ts=s.ts, reward=s.reward) for s in done],
-                trade=trades[-1].trade if trades else None,
-                position_side=state.side,
-            )
-
-        def refused(reason: str, base: PositionRecord) -> _Plan:
-            # Nothing (more) executed at the broker: the position stays as ``base`` (not even marked, so
-            # a pending reward stays pending); the refused decision did nothing and earns 0.
-            self.metrics.broker_errors.inc()
-            logger.error("%s/%s order %s refused: %s", req.account, req.instrument, key, reason)
-            base.last_bar_ts, base.last_close = req.bar_ts, req.close
-            return _Plan(
-                base, result("refused", reason, base.state, 0.0 if decision else None), trades, fills
-            )
-
-        def unknown(exc: OutcomeUnknownError, base: PositionRecord, what: str) -> _Plan:
-            # The broker may have executed: the ledger keeps ``base`` for now, the instrument's entries
-            # halt, and reconciliation (right after this order) makes the ledger the broker's.
-            self.metrics.unknown_outcomes.inc()
-            self.reconciler.set_instrument_halt(req.instrument, f"{what}: {exc}")
-            plan = refused(
-                f"{what}: outcome unknown at the broker ({exc}); entries halted, reconciling", base
-            )
-            plan.unknown = True
-            return plan
-
-        if req.kind == "session_break":
-            if not work.state.side:
-                return _Plan(
-                    work, result("held", "session break: no open position", work.state), trades, fills
-                )
-            try:
-                self._forced_close(req, work, EXIT_SESSION_BREAK, key, trades, fills, settled)
-            except BrokerError as exc:
-                return refused(f"session-break close refused by the broker: {exc}", current.copy())
-            except OutcomeUnknownError as exc:
-                return unknown(exc, current.copy(), "session-break close")
-            return _Plan(work, result("filled", "position closed: session break", work.state), trades, fills)
-
-        # A new session (or one the gateway has not seen start) begins flat.
-        if req.step == 0 or req.session_id != current.session_id:
-            if work.state.side:
-                logger.warning(
-                    "%s/%s: a %s position is still open at the start of session %s; closing it (%s)",
-                    req.account,
-                    req.instrument,
-                    side_name(work.state.side),
-                    req.session_id,
-                    EXIT_SESSION_BREAK,
-                )
-                try:
-                    self._forced_close(
-                        req, work, EXIT_SESSION_BREAK, f"{key}:{EXIT_SESSION_BREAK}", trades, fills, settled
-                    )
-                except BrokerError as exc:
-                    return refused(
-                        f"closing the previous session's position was refused: {exc}", current.copy()
-                    )
-                except OutcomeUnknownError as exc:
-                    return unknown(exc, current.copy(), "closing the previous session's position")
-            work.state.new_session()
-            work.session_id = req.session_id
-            self._configure(work)
-
-        action = Action(req.action)
-        name = action.name
-        risk: RiskRefusal | None = None
-        if action in _ENTRIES and not work.state.side and not replay:
-            halt = self.reconciler.halts.get(req.instrument)
-            risk = (
-                RiskRefusal(
-                    "instrument_halted", f"entry refused: {req.instrument} halted until reconciled ({halt})"
-                )
-                if halt is not None
-                else self.risk.check_entry(
-                    req.bar_ts, time.time(), lambda start, end: self._day_pnl(req.account, start, end, trades)
-                )
-            )
-            if risk is not None:
-                action = Action.HOLD  # the state machine sees a HOLD; the order is refused
-        marked = replace(work.state)
-        marked.mark(req.close, req.step)  # settles the previous decision's pending reward, if any
-        state = replace(marked)
-        rewarding = (req.reward, req.pips_per_reward)
-        outcome = state.apply(action, req.close, req.step, req.bar_ts, req.last_bar, *rewarding)
-
-        opening = action in _ENTRIES and outcome.valid
-        closing = action == Action.CLOSE and outcome.valid
-        session_end = outcome.trade is not None and outcome.trade.exit_reason == EXIT_SESSION_END
-        side = 1 if action == Action.BUY else -1
-        before = work.copy()
-        opened = False
-        try:
-            if opening:
-                fill = self._call_broker("open", req, key, side)
-                fills.append(FillRecord(key, "open", side, req.close, fill))
-                opened = True
-                work.entry_model_version = req.model_version
-                work.broker_entry_price, work.broker_trade_id = fill.price, fill.trade_id
-            if (closing or session_end) and outcome.trade is not None:
-                client_id = key if closing else f"{key}:{EXIT_SESSION_END}"
-                fill = self._call_broker("close", req, client_id, outcome.trade.side)
-                fills.append(FillRecord(client_id, "close", outcome.trade.side, req.close, fill))
-                trades.append(self._trade_record(work, outcome.trade, fill))
-        except (BrokerError, OutcomeUnknownError) as exc:
-            if not opened:
-                if isinstance(exc, OutcomeUnknownError):
-                    return unknown(exc, before, name)
-                return refused(f"{name} refused by the broker: {exc}", before)
-            if isinstance(exc, OutcomeUnknownError):
-                self.metrics.unknown_outcomes.inc()
-                self.reconciler.set_instrument_halt(req.instrument, f"session-end close: {exc}")
-            # The entry filled but the session-end close did not: the position stays open (it is
-            # closed at the next session's start), exactly as the broker holds it.
-            self.metrics.broker_errors.inc()
-            state = replace(marked)
-            outcome = state.apply(action, req.close, req.step, req.bar_ts, False, *rewarding)
-            work.state = state
-            reason = f"{name} filled, but the broker refused the session-end close ({exc}); position open"
-            logger.error("%s/%s order %s: %s", req.account, req.instrument, key, reason)
-            plan = result("filled", reason, state, outcome.reward, now_settled=outcome.settled)
-            return _Plan(work, plan, trades, fills, unknown=isinstance(exc, OutcomeUnknownError))
-        work.state = state
-        if not state.side:
-            work.entry_model_version, work.broker_entry_price, work.broker_trade_id = "", None, ""
-
-        if risk is not None:
-            self.metrics.risk_refusals.labels(risk.code).inc()
-            status, reason = "refused", risk.message
-        elif not outcome.valid:
-            status, reason = "refused", f"{name} refused: {self._describe(req.instrument, marked)}"
-        elif opening:
-            status, reason = "filled", f"opened {side_name(side)} at {req.close}"
-        elif closing:
-            status, reason = "filled", f"closed at {req.close}"
-        elif session_end:
-            status, reason = "filled", "position closed at the session end"
-        else:
-            status, reason = "held", ""
-        if session_end and (opening or status == "refused"):
-            reason += "; position closed at the session end"
-        plan = result(status, reason, state, outcome.reward, outcome.valid, outcome.settled)
-        return _Plan(work, plan, trades, fills)
-
-    @staticmethod
-    def _describe(instrument: str, state: PositionState) -> str:
-        if state.side:
-            return (
-                f"already {side_name(state.side)} {instrument} "
-                f"(entered {_utc(state.entry_ts)} at {state.entry_price})"
-            )
-        return f"no open {instrument} position (flat)"
-
-    def _forced_close(
-        self,
-        req: OrderRequest,
-        work: PositionRecord,
-        reason: str,
-        client_id: str,
-        trades: list[TradeRecord],
-        fills: list[FillRecord],
-        settled: list[Settlement],
-    ) -> None:
-        """Close ``work``'s position at the bar's close outside a decision (session break); the mark
-        of that close settles the last decision's pending reward (added to ``settled``)."""
-        state = replace(work.state)
-        # The state's own step bookkeeping: the bar after its last mark.
-        trade = state.close(req.close, state.marked_step + 1, req.bar_ts, reason)
-        fill = self._call_broker("close", req, client_id, trade.side)
-        fills.append(FillRecord(client_id, "close", trade.side, req.close, fill))
-        trades.append(self._trade_record(work, trade, fill))
-        done = state.take_settled()
-        if done is not None:
-            settled.append(done)
-        work.state = state
-        work.entry_model_version, work.broker_entry_price, work.broker_trade_id = "", None, ""
 
     def _call_broker(self, what: str, req: OrderRequest, client_id: str, side: int) -> Fill:
         """One broker call, journalled: the intent is committed before the call and resolved after it
@@ -507,17 +286,6 @@ class Gateway:
         )
         return fill
 
-    @staticmethod
-    def _trade_record(work: PositionRecord, trade: ClosedTrade, exit_fill: Fill) -> TradeRecord:
-        return TradeRecord(
-            trade=trade,
-            model_version=work.entry_model_version,
-            session_id=work.session_id,
-            broker_entry_price=work.broker_entry_price,
-            broker_exit_price=exit_fill.price,
-            broker_trade_id=work.broker_trade_id or exit_fill.trade_id,
-        )
-
     def _day_pnl(self, account: str, start: int, end: int, pending: list[TradeRecord]) -> float:
         """The account's P&L of the trading day [start, end): the ledger's closed trades, this order's
         not yet written, and the unrealised P&L of its open positions at their last marks."""
@@ -530,7 +298,7 @@ class Gateway:
         return pnl + open_pnl
 
     # -------------------------------------------------------------- outputs
-    def _observe(self, req: OrderRequest, plan: _Plan, label: str, started: float) -> None:
+    def _observe(self, req: OrderRequest, plan: OrderPlan, label: str, started: float) -> None:
         m = self.metrics
         m.order(req.instrument, label, plan.result.status)
         m.bar(req.instrument, req.bar_ts)

@@ -16,6 +16,7 @@ Ctrl-C stops everything cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -274,6 +276,8 @@ def run_up(
     # Each run paper-trades a fresh account: replaying the same bars again is a new run, and the
     # ledger keeps the earlier ones.
     account = "paper-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    # Streams and consumer of this run alone: an earlier run's entry left pending (Ctrl-C mid-bar) must
+    # not become this run's first order.
     config = StackConfig(
         db=db,
         instrument=demo.instrument,
@@ -281,6 +285,9 @@ def run_up(
         run_dir=run_dir,
         pace_ms=pace_ms,
         account=account,
+        windows_stream=f"smz:{account}:windows",
+        positions_stream=f"smz:{account}:positions",
+        consumer=f"inference-{account}",
         start=plan.start.isoformat(),
         end=plan.end.isoformat() if plan.end else None,
     )
@@ -334,7 +341,16 @@ def run_up(
         console.print("stopping the stack")
         stack.stop()
         signal.signal(signal.SIGINT, previous)
+        _delete_run_streams(config)
     return summary
+
+
+def _delete_run_streams(config: StackConfig) -> None:
+    """This run's streams are of no use to the next one; the ledger keeps what happened."""
+    with contextlib.suppress(redis.RedisError):
+        client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=1)
+        client.delete(config.windows_stream, config.positions_stream)
+        client.close()
 
 
 def summarise(

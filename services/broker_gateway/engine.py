@@ -67,6 +67,7 @@ class Gateway:
         self._control_lock = threading.Lock()
         # Fills learnt by lookup that an order being recorded again must use (the reconciler's).
         self._known_fills: dict[str, Fill] = {}
+        self._pinned_account: str | None = None  # the one account name a non-paper gateway trades
         self._reconcile_thread: threading.Thread | None = None
         self.reconciler = Reconciler(self)
         self.publisher = PositionPublisher(settings, self.metrics, self._positions.get, self._lock_for)
@@ -218,10 +219,14 @@ class Gateway:
         if isinstance(self.broker, PaperBroker):
             return
         with self._control_lock:
-            pinned = self.ledger.get_control("gateway_account")
-            if pinned is None:
+            # Read from the ledger once, then kept: not a ledger query on every order.
+            if self._pinned_account is None:
+                self._pinned_account = self.ledger.get_control("gateway_account")
+            if self._pinned_account is None:
                 self.ledger.set_control("gateway_account", req.account, time.time())
+                self._pinned_account = req.account
                 return
+            pinned = self._pinned_account
         if pinned != req.account:
             self.metrics.order(req.instrument, label, "conflict")
             raise OrderConflictError(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.bars import Bars
-from shared.instruments import pip_size
+from shared.instruments import pip_size, price_decimals
 from shared.reward import Action
 
 # Actions (SPEC section 5).
@@ -102,13 +102,13 @@ class SyntheticMarket:
     seed: int | None = None  # the seed it was generated with, for the record
 
 
+# Where a synthetic market starts, by the pip size of the instrument it is generated for: a yen-like
+# level for a 0.01 pip, a euro-dollar-like level for a 0.0001 pip.
+_START_PRICE_BY_PIP = {0.01: 140.0, 0.0001: 1.2}
+
+
 def start_price(instrument: str) -> float:
-    return 140.0 if instrument.endswith("JPY") else 1.2
-
-
-def price_decimals(instrument: str) -> int:
-    """Prices carry a tenth of a pip: 3 decimals for JPY pairs (pip 0.01), 5 otherwise."""
-    return 3 if pip_size(instrument) == 0.01 else 5
+    return _START_PRICE_BY_PIP[pip_size(instrument)]
 
 
 def parse_utc_seconds(text: str) -> int:

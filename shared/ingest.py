@@ -290,24 +290,7 @@ def parse_bars(data: bytes, *, source: str, fmt: str = AUTO, zone: Zone | None =
         unparseable = np.column_stack((unparseable, np.zeros(len(values), dtype=bool)))
         non_finite = np.column_stack((non_finite, np.zeros(len(values), dtype=bool)))
 
-    reason = np.zeros(len(candidate_index), dtype=np.int8)
-
-    def mark(name: str, rows: np.ndarray) -> None:
-        reason[(reason == 0) & rows] = _REASON_CODE[name]
-
-    mark("bad_timestamp", bad_time)
-    if zone_problem is not None:
-        mark("nonexistent_local_time", zone_problem == 1)
-        mark("ambiguous_local_time", zone_problem == 2)
-    mark("unparseable_number", unparseable.any(axis=1))
-    mark("non_finite", non_finite[:, :4].any(axis=1))
-    o, h, lo, c, v = values.T  # nan compares False: rows with nan are already marked above
-    mark("non_positive_price", (values[:, :4] <= 0).any(axis=1))
-    mark("high_below_low", h < lo)
-    mark("open_outside_range", (o < lo) | (o > h))
-    mark("close_outside_range", (c < lo) | (c > h))
-    mark("bad_volume", non_finite[:, 4] | (v < 0))
-
+    reason = _reject_reasons(bad_time, zone_problem, values, unparseable, non_finite)
     valid = reason == 0
     rejects = [RejectedRow(source, i + 1, "wrong_field_count", lines.text(i)) for i in wrong_count_index]
     for row in np.flatnonzero(~valid):
@@ -328,6 +311,34 @@ def parse_bars(data: bytes, *, source: str, fmt: str = AUTO, zone: Zone | None =
         line=candidate_index[valid].astype(np.int64) + 1,
         rejects=rejects,
     )
+
+
+def _reject_reasons(
+    bad_time: np.ndarray,
+    zone_problem: np.ndarray | None,
+    values: np.ndarray,
+    unparseable: np.ndarray,
+    non_finite: np.ndarray,
+) -> np.ndarray:
+    """The first reason each row fails (a ``_REASON_CODE``), 0 for a valid row; checked in order."""
+    reason = np.zeros(len(bad_time), dtype=np.int8)
+
+    def mark(name: str, rows: np.ndarray) -> None:
+        reason[(reason == 0) & rows] = _REASON_CODE[name]
+
+    mark("bad_timestamp", bad_time)
+    if zone_problem is not None:
+        mark("nonexistent_local_time", zone_problem == 1)
+        mark("ambiguous_local_time", zone_problem == 2)
+    mark("unparseable_number", unparseable.any(axis=1))
+    mark("non_finite", non_finite[:, :4].any(axis=1))
+    o, h, lo, c, v = values.T  # nan compares False: rows with nan are already marked above
+    mark("non_positive_price", (values[:, :4] <= 0).any(axis=1))
+    mark("high_below_low", h < lo)
+    mark("open_outside_range", (o < lo) | (o > h))
+    mark("close_outside_range", (c < lo) | (c > h))
+    mark("bad_volume", non_finite[:, 4] | (v < 0))
+    return reason
 
 
 def _read_fields(

@@ -174,6 +174,14 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
     )
     install_error_handlers(app)
     app.state.gateway = gateway
+    _add_guards(app, settings)
+    _add_order_routes(app, gateway)
+    _add_ledger_routes(app, gateway)
+    _add_status_routes(app, gateway)
+    return app
+
+
+def _add_guards(app: FastAPI, settings: GatewaySettings) -> None:
     token = settings.token.get_secret_value().encode()
     admin = settings.admin_secret.encode()
     app.state.token, app.state.admin_token = token, admin
@@ -187,6 +195,9 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
     # Token and body size are checked before the body is read (services/http_guard.py); the
     # dependencies below repeat the token check and document it in the OpenAPI schema.
     app.add_middleware(RequestGuard, rule=rule, max_body_bytes=settings.max_body_bytes)
+
+
+def _add_order_routes(app: FastAPI, gateway: Gateway) -> None:
     auth = [Depends(require_token)]
     admin_auth = [Depends(require_admin_token)]
 
@@ -224,6 +235,10 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
     def halt_status() -> HaltStatus:
         return HaltStatus(**gateway.halt_status())
 
+
+def _add_ledger_routes(app: FastAPI, gateway: Gateway) -> None:
+    auth = [Depends(require_token)]
+
     @app.get("/v1/positions", response_model=list[PositionView], dependencies=auth, responses=_UNAUTHORIZED)
     def positions(account: str | None = None, instrument: str | None = None) -> list[PositionView]:
         """Every (account, instrument) position the gateway keeps, flat ones included."""
@@ -252,6 +267,8 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
         """The rewards of the last ``limit`` decisions whose reward is known, oldest first."""
         return [RewardView(**row) for row in gateway.ledger.rewards(instrument, account, limit)]
 
+
+def _add_status_routes(app: FastAPI, gateway: Gateway) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         """The process is up."""
@@ -278,5 +295,3 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    return app

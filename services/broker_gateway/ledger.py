@@ -337,74 +337,93 @@ class Ledger:
         """Write one processed order: the order, its fills and trades, the rewards it settled (this
         decision's, if known, and earlier ones') and the position after it."""
         now_s = int(now)
-        first = fills[0].fill if fills else None
         with self._transaction() as con:
-            con.execute(
-                f"INSERT INTO orders VALUES (?, ?, ?, {_TS}, {', '.join('?' * 13)}, {_TS}, ?)",
-                [
-                    request.idempotency_key,
-                    request.account,
-                    request.instrument,
-                    request.bar_ts,
-                    request.kind,
-                    request.action,
-                    request.session_id,
-                    request.step,
-                    request.last_bar,
-                    result.status,
-                    result.reason,
-                    request.model_version,
-                    request.close,
-                    broker,
-                    first.price if first else None,
-                    first.order_id if first else None,
-                    first.trade_id if first else None,
-                    now_s,
-                    result.model_dump_json(),
-                ],
-            )
+            self._insert_order(con, request, result, fills, broker, now_s)
             for f in fills:  # the journal: these calls are now known and recorded
                 self._resolve(con, f.client_order_id, "filled", "", now_s, f.fill)
-            for leg, f in enumerate(fills):
-                con.execute(
-                    f"INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {_TS})",
-                    [
-                        request.idempotency_key,
-                        leg,
-                        f.client_order_id,
-                        request.account,
-                        request.instrument,
-                        f.kind,
-                        f.side,
-                        f.model_price,
-                        broker,
-                        f.fill.price,
-                        f.fill.order_id,
-                        f.fill.trade_id,
-                        now_s,
-                    ],
-                )
+            self._insert_fills(con, request, fills, broker, now_s)
             for t in trades:
                 self._insert_trade(con, request.account, request.instrument, t, request.idempotency_key)
-            # This decision's reward in the order's kind; a settled earlier one is an equity reward (the
-            # only one that waits for the next bar).
-            rewards = [(s.bar_ts, s.reward, "equity") for s in result.settled]
-            if request.kind == "decision" and result.reward is not None:
-                rewards.append((request.bar_ts, result.reward, request.reward))
-            for bar_ts, reward, kind in rewards:
-                con.execute(
-                    f"INSERT INTO rewards VALUES (?, ?, {_TS}, ?, ?, ?, {_TS})",
-                    [
-                        request.account,
-                        request.instrument,
-                        bar_ts,
-                        reward,
-                        kind,
-                        request.idempotency_key,
-                        now_s,
-                    ],
-                )
+            self._insert_rewards(con, request, result, now_s)
             self._upsert_position(con, position, now_s)
+
+    @staticmethod
+    def _insert_order(
+        con: duckdb.DuckDBPyConnection,
+        request: OrderRequest,
+        result: OrderResult,
+        fills: list[FillRecord],
+        broker: str,
+        now_s: int,
+    ) -> None:
+        first = fills[0].fill if fills else None
+        con.execute(
+            f"INSERT INTO orders VALUES (?, ?, ?, {_TS}, {', '.join('?' * 13)}, {_TS}, ?)",
+            [
+                request.idempotency_key,
+                request.account,
+                request.instrument,
+                request.bar_ts,
+                request.kind,
+                request.action,
+                request.session_id,
+                request.step,
+                request.last_bar,
+                result.status,
+                result.reason,
+                request.model_version,
+                request.close,
+                broker,
+                first.price if first else None,
+                first.order_id if first else None,
+                first.trade_id if first else None,
+                now_s,
+                result.model_dump_json(),
+            ],
+        )
+
+    @staticmethod
+    def _insert_fills(
+        con: duckdb.DuckDBPyConnection,
+        request: OrderRequest,
+        fills: list[FillRecord],
+        broker: str,
+        now_s: int,
+    ) -> None:
+        for leg, f in enumerate(fills):
+            con.execute(
+                f"INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {_TS})",
+                [
+                    request.idempotency_key,
+                    leg,
+                    f.client_order_id,
+                    request.account,
+                    request.instrument,
+                    f.kind,
+                    f.side,
+                    f.model_price,
+                    broker,
+                    f.fill.price,
+                    f.fill.order_id,
+                    f.fill.trade_id,
+                    now_s,
+                ],
+            )
+
+    @staticmethod
+    def _insert_rewards(
+        con: duckdb.DuckDBPyConnection, request: OrderRequest, result: OrderResult, now_s: int
+    ) -> None:
+        # This decision's reward in the order's kind; a settled earlier one is an equity reward (the only
+        # one that waits for the next bar).
+        rewards = [(s.bar_ts, s.reward, "equity") for s in result.settled]
+        if request.kind == "decision" and result.reward is not None:
+            rewards.append((request.bar_ts, result.reward, request.reward))
+        for bar_ts, reward, kind in rewards:
+            con.execute(
+                f"INSERT INTO rewards VALUES (?, ?, {_TS}, ?, ?, ?, {_TS})",
+                [request.account, request.instrument, bar_ts, reward, kind, request.idempotency_key, now_s],
+            )
 
     @staticmethod
     def _insert_trade(

@@ -33,7 +33,16 @@ class _TradeStats:
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self._define_order_metrics(self.registry)
+        self._define_pnl_metrics(self.registry)
+        self._define_fault_metrics(self.registry)
+        self._define_latency_metrics(self.registry)
+        self._stats: dict[str, _TradeStats] = {}
+        self.instruments: set[str] = set(KNOWN_INSTRUMENTS)  # label allowlist of order counts
+        self.trading_day = TradingDay()  # the gateway sets its own: the daily P&L gauge follows it
+        self._last_bar: dict[str, int] = {}
+
+    def _define_order_metrics(self, r: CollectorRegistry) -> None:
         self.orders = Counter(
             "smz_gateway_orders",
             "Orders by requested action (SESSION_BREAK for session breaks) and outcome: filled, held, "
@@ -47,6 +56,8 @@ class GatewayMetrics:
             ["instrument", "result"],
             registry=r,
         )
+
+    def _define_pnl_metrics(self, r: CollectorRegistry) -> None:
         self.realized = Gauge(
             "smz_gateway_realized_pnl_pips",
             "Cumulative P&L of closed trades, pips",
@@ -83,6 +94,8 @@ class GatewayMetrics:
             ["instrument"],
             registry=r,
         )
+
+    def _define_fault_metrics(self, r: CollectorRegistry) -> None:
         self.halted = Gauge("smz_gateway_halted", "1 while the kill switch refuses new entries", registry=r)
         self.risk_refusals = Counter(
             "smz_gateway_risk_refusals", "Entries refused by a risk check", ["reason"], registry=r
@@ -116,6 +129,8 @@ class GatewayMetrics:
         self.publish_errors = Counter(
             "smz_gateway_publish_errors", "Positions that could not be published to Redis", registry=r
         )
+
+    def _define_latency_metrics(self, r: CollectorRegistry) -> None:
         self.order_seconds = Histogram(
             "smz_gateway_order_seconds",
             "Processing time of an order (broker, ledger and Redis included)",
@@ -134,10 +149,6 @@ class GatewayMetrics:
             ["instrument"],
             registry=r,
         )
-        self._stats: dict[str, _TradeStats] = {}
-        self.instruments: set[str] = set(KNOWN_INSTRUMENTS)  # label allowlist of order counts
-        self.trading_day = TradingDay()  # the gateway sets its own: the daily P&L gauge follows it
-        self._last_bar: dict[str, int] = {}
         self._lock = threading.Lock()  # trade stats are updated from several request threads
 
     def day_of(self, ts: int) -> int:

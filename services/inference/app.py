@@ -103,6 +103,17 @@ def create_app(settings: InferenceSettings, service: InferenceService | None = N
     )
     app.state.service = service
     install_error_handlers(app)
+    _add_guards(app, settings, metrics)
+    _add_decision_route(app, service)
+    _add_status_routes(app, settings, service)
+    return app
+
+
+def _unavailable(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "1"})
+
+
+def _add_guards(app: FastAPI, settings: InferenceSettings, metrics: InferenceMetrics) -> None:
     tokens = None if settings.token is None else (settings.token.get_secret_value().encode(),)
 
     def rule(method: str, path: str) -> tuple[bytes, ...] | None:
@@ -115,8 +126,9 @@ def create_app(settings: InferenceSettings, service: InferenceService | None = N
         ConcurrencyLimit, path="/v1/decisions", limit=settings.max_pending, on_shed=metrics.shed.inc
     )
 
-    def no_model(detail: str) -> HTTPException:
-        return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail, headers={"Retry-After": "1"})
+
+def _add_decision_route(app: FastAPI, service: InferenceService) -> None:
+    metrics = service.metrics
 
     @app.post(
         "/v1/decisions",
@@ -132,20 +144,22 @@ def create_app(settings: InferenceSettings, service: InferenceService | None = N
         """The serving search over one window: action, visit policy, root value, outcome probabilities."""
         started = time.perf_counter()
         if service.store.current() is None:
-            raise no_model(f"no verified model loaded yet ({service.store.last_error or 'loading'})")
+            raise _unavailable(f"no verified model loaded yet ({service.store.last_error or 'loading'})")
         window = check_window(np.asarray(body.window))  # validated already; as float32
         try:
             decision = await service.batcher.decide(body.instrument, window, sheddable=True)
         except OverloadedError as exc:
-            raise no_model(str(exc)) from exc
+            raise _unavailable(str(exc)) from exc
         except NoModelError as exc:
-            raise no_model(str(exc)) from exc
+            raise _unavailable(str(exc)) from exc
         except RuntimeError as exc:  # the search thread is stopping
-            raise no_model(str(exc)) from exc
+            raise _unavailable(str(exc)) from exc
         metrics.decision(body.instrument, decision.action, "rest")
         metrics.request_seconds.observe(time.perf_counter() - started)
         return decision
 
+
+def _add_status_routes(app: FastAPI, settings: InferenceSettings, service: InferenceService) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         """The process is up."""
@@ -171,7 +185,7 @@ def create_app(settings: InferenceSettings, service: InferenceService | None = N
         """The served checkpoint (version, when it was loaded, its config) and the search settings."""
         model = service.store.current()
         if model is None:
-            raise no_model(f"no verified model loaded yet ({service.store.last_error or 'loading'})")
+            raise _unavailable(f"no verified model loaded yet ({service.store.last_error or 'loading'})")
         return {
             **model.describe(),
             "loaded_at_iso": datetime.fromtimestamp(model.loaded_at, UTC).isoformat(),
@@ -189,6 +203,4 @@ def create_app(settings: InferenceSettings, service: InferenceService | None = N
 
     @app.get("/metrics")
     def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    return app
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -23,7 +23,14 @@ BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 class InferenceMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self._define_decision_metrics(self.registry)
+        self._define_model_metrics(self.registry)
+        self._define_stream_metrics(self.registry)
+        self._lock = threading.Lock()
+        self._stream_instruments: set[str] = set()
+        self.instruments: set[str] = set(KNOWN_INSTRUMENTS)  # label allowlist; services add theirs
+
+    def _define_decision_metrics(self, r: CollectorRegistry) -> None:
         self.decisions = Counter(
             "smz_inference_decisions",
             "Decisions by instrument, action and source (rest, stream)",
@@ -45,6 +52,8 @@ class InferenceMetrics:
             buckets=REQUEST_SECONDS_BUCKETS,
             registry=r,
         )
+
+    def _define_model_metrics(self, r: CollectorRegistry) -> None:
         self.model_info = Gauge(
             "smz_inference_model_info", "The served checkpoint version (value 1)", ["version"], registry=r
         )
@@ -58,6 +67,8 @@ class InferenceMetrics:
             "Checkpoints refused (corrupt, incomplete, foreign schema, unreadable pointer)",
             registry=r,
         )
+
+    def _define_stream_metrics(self, r: CollectorRegistry) -> None:
         self.flat_decisions = Counter(
             "smz_inference_flat_decisions",
             "Stream decisions taken while flat (the window's position side is 0), by instrument and "
@@ -102,9 +113,6 @@ class InferenceMetrics:
             "Stream entries given up after SMZ_INFERENCE_MAX_ATTEMPTS failures (moved to the dead letters)",
             registry=r,
         )
-        self._lock = threading.Lock()
-        self._stream_instruments: set[str] = set()
-        self.instruments: set[str] = set(KNOWN_INSTRUMENTS)  # label allowlist; services add theirs
 
     def decision(self, instrument: str, action: int, source: str, flat: bool = False) -> None:
         """Count one decision; ``flat``: a stream decision taken without an open position. An instrument

@@ -30,6 +30,7 @@ from shared.ingest import (
     AUTO,
     FORMATS,
     REJECT_REASONS,
+    DuplicateSplit,
     IngestFormatError,
     ParsedFile,
     RejectedRow,
@@ -149,7 +150,6 @@ def _count_by_reason(rows: Sequence[RejectedRow]) -> dict[str, int]:
     return {reason: counts[reason] for reason in REJECT_REASONS if reason in counts}
 
 
-# ----------------------------------------------------------------- inputs
 # -------------------------------------------------------------------- job
 def run_ingest(
     paths: Sequence[Path | str],
@@ -166,44 +166,16 @@ def run_ingest(
     unreadable file, a zip without a ``.csv``, or a file whose format cannot be read.
     """
     started = time.perf_counter()
-    try:
-        validate_instrument(instrument)
-    except ValueError as exc:
-        raise IngestError(str(exc)) from exc
-    if fmt not in (AUTO, *FORMATS):
-        raise IngestError(f"unknown format {fmt!r}; use one of {', '.join((AUTO, *FORMATS))}")
-    try:
-        zone: Zone | None = parse_zone(tz) if tz is not None else None
-    except IngestFormatError as exc:
-        raise IngestError(str(exc)) from exc
+    zone = _checked_options(instrument, fmt, tz)
     db_path = Path(db)
     inputs = resolve_inputs(paths)
-
-    parsed: list[ParsedFile] = []
-    for item in inputs:
-        try:
-            parsed.append(parse_bars(item.read(), source=item.label, fmt=fmt, zone=zone))
-        except IngestFormatError as exc:
-            raise IngestError(f"{item.label}: {exc}") from exc
-
-    # All valid rows of the run, in input order (files as given, lines in file order).
-    ts = np.concatenate([p.ts for p in parsed])
-    columns = np.empty((5, len(ts)))  # open, high, low, close, volume; one contiguous row per column
-    for k, name in enumerate(("open", "high", "low", "close", "volume")):
-        columns[k] = np.concatenate([getattr(p, name) for p in parsed])
-    file_index = np.repeat(np.arange(len(parsed)), [len(p) for p in parsed])
-    line = np.concatenate([p.line for p in parsed])
+    parsed = _parse_inputs(inputs, fmt, zone)
+    ts, columns, file_index, line = _valid_rows(parsed)
 
     # A new database has nothing stored: skip creating it until there is something to write.
     store = _open_store(db_path) if db_path.exists() else None
     try:
-        stored = _stored_bars_in_range(store, instrument, ts)
-        split = split_duplicates(
-            ts,
-            columns.T,
-            stored.ts,
-            np.column_stack((stored.open, stored.high, stored.low, stored.close, stored.volume)),
-        )
+        split = _split_against_store(store, instrument, ts, columns)
         conflicts = _conflict_rejects(inputs, file_index[split.conflict], line[split.conflict])
         rejects_by_file = [
             sorted(p.rejects + conflicts.get(k, []), key=lambda r: r.line) for k, p in enumerate(parsed)
@@ -234,20 +206,7 @@ def run_ingest(
         if store is not None:
             store.close()
 
-    new_by_file = np.bincount(file_index[split.new], minlength=len(parsed))
-    duplicates_by_file = np.bincount(file_index[split.duplicate], minlength=len(parsed))
-    files = [
-        FileSummary(
-            source=p.source,
-            fmt=p.fmt,
-            zone=p.zone,
-            rows_read=p.rows_read,
-            stored=0 if failed else int(new_by_file[k]),
-            duplicates=int(duplicates_by_file[k]),
-            rejected=_count_by_reason(rejects_by_file[k]),
-        )
-        for k, p in enumerate(parsed)
-    ]
+    files = _file_summaries(parsed, rejects_by_file, file_index, split, failed)
     stored_ts = ts[new_order] if not failed else ts[:0]
     return IngestSummary(
         instrument=instrument,
@@ -271,6 +230,65 @@ def run_ingest(
     )
 
 
+def _checked_options(instrument: str, fmt: str, tz: str | None) -> Zone | None:
+    """The zone ``tz`` names (None: the format's own), after checking the instrument and format."""
+    try:
+        validate_instrument(instrument)
+    except ValueError as exc:
+        raise IngestError(str(exc)) from exc
+    if fmt not in (AUTO, *FORMATS):
+        raise IngestError(f"unknown format {fmt!r}; use one of {', '.join((AUTO, *FORMATS))}")
+    try:
+        return parse_zone(tz) if tz is not None else None
+    except IngestFormatError as exc:
+        raise IngestError(str(exc)) from exc
+
+
+def _parse_inputs(inputs: Sequence[InputFile], fmt: str, zone: Zone | None) -> list[ParsedFile]:
+    parsed: list[ParsedFile] = []
+    for item in inputs:
+        try:
+            parsed.append(parse_bars(item.read(), source=item.label, fmt=fmt, zone=zone))
+        except IngestFormatError as exc:
+            raise IngestError(f"{item.label}: {exc}") from exc
+    return parsed
+
+
+def _valid_rows(parsed: Sequence[ParsedFile]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All valid rows of the run in input order (files as given, lines in file order): times, the
+    (5, n) columns open, high, low, close, volume (one contiguous row each), file index, line number."""
+    ts = np.concatenate([p.ts for p in parsed])
+    columns = np.empty((5, len(ts)))
+    for k, name in enumerate(("open", "high", "low", "close", "volume")):
+        columns[k] = np.concatenate([getattr(p, name) for p in parsed])
+    file_index = np.repeat(np.arange(len(parsed)), [len(p) for p in parsed])
+    line = np.concatenate([p.line for p in parsed])
+    return ts, columns, file_index, line
+
+
+def _file_summaries(
+    parsed: Sequence[ParsedFile],
+    rejects_by_file: Sequence[Sequence[RejectedRow]],
+    file_index: np.ndarray,
+    split: DuplicateSplit,
+    failed: bool,
+) -> list[FileSummary]:
+    new_by_file = np.bincount(file_index[split.new], minlength=len(parsed))
+    duplicates_by_file = np.bincount(file_index[split.duplicate], minlength=len(parsed))
+    return [
+        FileSummary(
+            source=p.source,
+            fmt=p.fmt,
+            zone=p.zone,
+            rows_read=p.rows_read,
+            stored=0 if failed else int(new_by_file[k]),
+            duplicates=int(duplicates_by_file[k]),
+            rejected=_count_by_reason(rejects_by_file[k]),
+        )
+        for k, p in enumerate(parsed)
+    ]
+
+
 def _open_store(path: Path) -> Store:
     try:
         return Store(path)
@@ -278,12 +296,18 @@ def _open_store(path: Path) -> Store:
         raise IngestError(f"cannot open the database {path}: {exc}") from exc
 
 
-def _stored_bars_in_range(store: Store | None, instrument: str, ts: np.ndarray) -> Bars:
-    """The stored bars between the first and last input timestamp (all a duplicate can collide with)."""
-    empty = np.zeros(0)
+def _split_against_store(
+    store: Store | None, instrument: str, ts: np.ndarray, columns: np.ndarray
+) -> DuplicateSplit:
+    """New, duplicate and conflicting input rows against the stored bars between the first and last
+    input timestamp (all a duplicate can collide with)."""
     if store is None or len(ts) == 0:
-        return Bars(instrument, np.zeros(0, dtype=np.int64), empty, empty, empty, empty, empty)
-    return store.load_bars(instrument, int(ts.min()), int(ts.max()) + 1)
+        empty = np.zeros(0)
+        stored = Bars(instrument, np.zeros(0, dtype=np.int64), empty, empty, empty, empty, empty)
+    else:
+        stored = store.load_bars(instrument, int(ts.min()), int(ts.max()) + 1)
+    stored_columns = np.column_stack((stored.open, stored.high, stored.low, stored.close, stored.volume))
+    return split_duplicates(ts, columns.T, stored.ts, stored_columns)
 
 
 def _conflict_rejects(

@@ -204,6 +204,30 @@ def _state_dict_for_saving(model: MuZeroNetwork) -> dict[str, torch.Tensor]:
 before_manifest: Callable[[int], None] | None = None
 
 
+def _finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    values = {name: float(value) for name, value in metrics.items()}
+    non_finite = sorted(name for name, value in values.items() if not math.isfinite(value))
+    if non_finite:
+        raise ValueError(f"metrics {non_finite} are not finite; JSON cannot hold them, drop or replace them")
+    return values
+
+
+def _checked_extra_files(extra_files: Mapping[str, bytes | Path]) -> dict[str, bytes | Path]:
+    for name in extra_files:
+        _validate_file_name(name)
+        if name in _RESERVED_FILE_NAMES:
+            raise ValueError(f"extra file name {name!r} is reserved for the checkpoint itself")
+    return dict(extra_files)
+
+
+def _write_extra_file(path: Path, content: bytes | Path) -> str:
+    """Write one extra file durably (bytes, or a copy of a file); return its sha256."""
+    if isinstance(content, bytes | bytearray | memoryview):
+        write_bytes_durably(path, bytes(content))
+        return hashlib.sha256(content).hexdigest()
+    return _copy_durably(Path(content), path)
+
+
 def save_checkpoint(
     root: Path,
     model: MuZeroNetwork,
@@ -226,15 +250,8 @@ def save_checkpoint(
     if training_step < 0:
         raise ValueError(f"training_step must be >= 0, got {training_step}")
     version = validate_version(version if version is not None else f"step-{training_step:09d}")
-    metrics = {name: float(value) for name, value in (metrics or {}).items()}
-    non_finite = sorted(name for name, value in metrics.items() if not math.isfinite(value))
-    if non_finite:
-        raise ValueError(f"metrics {non_finite} are not finite; JSON cannot hold them, drop or replace them")
-    extra_files = dict(extra_files or {})
-    for name in extra_files:
-        _validate_file_name(name)
-        if name in _RESERVED_FILE_NAMES:
-            raise ValueError(f"extra file name {name!r} is reserved for the checkpoint itself")
+    metrics = _finite_metrics(metrics or {})
+    extra_files = _checked_extra_files(extra_files or {})
 
     final_dir = root / version
     if final_dir.exists():
@@ -251,13 +268,9 @@ def save_checkpoint(
         write_bytes_durably(temp_dir / WEIGHTS_FILE, weights)
         if before_manifest is not None:
             before_manifest(training_step)
-        extra_hashes: dict[str, str] = {}
-        for name, content in extra_files.items():
-            if isinstance(content, bytes | bytearray | memoryview):
-                write_bytes_durably(temp_dir / name, bytes(content))
-                extra_hashes[name] = hashlib.sha256(content).hexdigest()
-            else:
-                extra_hashes[name] = _copy_durably(Path(content), temp_dir / name)
+        extra_hashes = {
+            name: _write_extra_file(temp_dir / name, content) for name, content in extra_files.items()
+        }
         manifest = CheckpointManifest(
             format_version=FORMAT_VERSION,
             version=version,

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import numpy as np
@@ -28,7 +28,7 @@ from prometheus_client import start_http_server
 
 from services.jobs.features import run_features
 from services.jobs.ingest import run_ingest
-from services.jobs.stack import LiveStack, redis_answers
+from services.jobs.stack import LiveStack, StackConfig, redis_answers
 from services.jobs.up import SAMPLE, SAMPLE_INSTRUMENT
 from services.trainer.metrics import TrainerMetrics
 from shared.metrics import trade_metrics, validation_metrics
@@ -145,35 +145,22 @@ def _wait_until(condition, what: str, timeout: float) -> None:  # type: ignore[n
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.slow
-def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> None:
-    prometheus_bin = tool("prometheus")
-    if not redis_answers(REDIS_URL):
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    began = time.monotonic()
+def _sample_db_and_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
+    """The bundled real sample, ingested and featurised, and a checkpoint root whose latest is a random
+    full-size network (it trades often: the P&L panels get data)."""
     db = tmp_path / "sample.duckdb"
     run_ingest([SAMPLE], instrument=SAMPLE_INSTRUMENT, db=db)
     run_features(db, SAMPLE_INSTRUMENT)
-    start, end = _replay_range(db)
-    torch.manual_seed(11)  # a random full-size network trades often: the P&L panels get data
+    torch.manual_seed(11)
     root = tmp_path / "checkpoints"
     write_pointer(root, "latest", save_checkpoint(root, MuZeroNetwork().eval(), training_step=1).name)
+    return db, root
 
-    config = isolated_stack_config(
-        tmp_path,
-        db,
-        SAMPLE_INSTRUMENT,
-        root,
-        "monitoring",
-        start=start,
-        end=end,
-        # Idle after the replay, as in the containers: its series stay scrapeable.
-        extra_env={
-            "SMZ_FEATURE_BUILDER_POSITION_WAIT_SECONDS": "60",
-            "SMZ_FEATURE_BUILDER_AFTER_REPLAY": "idle",
-        },
-    )
-    prometheus_port, trainer_port = free_port(), free_port()
+
+def _start_prometheus(
+    prometheus_bin: str, tmp_path: Path, config: StackConfig, prometheus_port: int, trainer_port: int
+) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """A real Prometheus scraping the stack, the trainer stand-in and itself; its log file."""
     prometheus_config = _prometheus_config(
         tmp_path,
         {
@@ -195,6 +182,93 @@ def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> Non
         ],
         stdout=prometheus_log,
         stderr=subprocess.STDOUT,
+    )
+    return prometheus, prometheus_log
+
+
+def _stop_prometheus(prometheus: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+    prometheus.terminate()
+    try:
+        prometheus.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        prometheus.kill()
+        prometheus.wait(timeout=5)
+    log.close()
+
+
+def _run_every_query(api: httpx.Client) -> tuple[list[str], list[str], int]:
+    """Run every dashboard variable, panel and alert query: (failures, live panels without data, count)."""
+    failures: list[str] = []
+    empty: list[str] = []
+    queries = 0
+    for path in DASHBOARDS:
+        board = load_dashboard(path)
+        for metric, label in variable_queries(board):
+            values = api.get(f"/api/v1/label/{label}/values", params={"match[]": metric}).json()
+            if SAMPLE_INSTRUMENT not in values.get("data", []):
+                failures.append(f"{path.name} variable {label}: {values}")
+        for panel in query_panels(board):
+            for target in panel["targets"]:
+                expr = concrete(target["expr"])
+                error, result = _query(api, expr)
+                queries += 1
+                where = f"{path.name} / {panel['title']} / {target['refId']}: {expr}"
+                if error:
+                    failures.append(f"{where}: {error}")
+                elif not result and path == LIVE_DASHBOARD:
+                    empty.append(where)
+    for rule in alert_rules():
+        error, _ = _query(api, rule["expr"])
+        queries += 1
+        if error:
+            failures.append(f"alert {rule['alert']}: {error}")
+    return failures, empty, queries
+
+
+def _assert_every_rule_evaluated_ok(api: httpx.Client) -> None:
+    # Prometheus itself evaluated every rule without an error.
+    _wait_until(
+        lambda: all(
+            r.get("lastEvaluation", "").startswith("20")
+            for g in api.get("/api/v1/rules").json()["data"]["groups"]
+            for r in g["rules"]
+        ),
+        "every rule evaluated",
+        10,
+    )
+    groups = api.get("/api/v1/rules").json()["data"]["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    assert len(rules) == len(alert_rules())
+    bad = [f"{r['name']}: {r.get('lastError')}" for r in rules if r["health"] != "ok"]
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.slow
+def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> None:
+    prometheus_bin = tool("prometheus")
+    if not redis_answers(REDIS_URL):
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    began = time.monotonic()
+    db, root = _sample_db_and_checkpoint(tmp_path)
+    start, end = _replay_range(db)
+
+    config = isolated_stack_config(
+        tmp_path,
+        db,
+        SAMPLE_INSTRUMENT,
+        root,
+        "monitoring",
+        start=start,
+        end=end,
+        # Idle after the replay, as in the containers: its series stay scrapeable.
+        extra_env={
+            "SMZ_FEATURE_BUILDER_POSITION_WAIT_SECONDS": "60",
+            "SMZ_FEATURE_BUILDER_AFTER_REPLAY": "idle",
+        },
+    )
+    prometheus_port, trainer_port = free_port(), free_port()
+    prometheus, prometheus_log = _start_prometheus(
+        prometheus_bin, tmp_path, config, prometheus_port, trainer_port
     )
     training = FakeTraining(trainer_port)
     stack = LiveStack(config)
@@ -231,48 +305,11 @@ def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> Non
         _wait_until(all_up, "every target up", 15)
         time.sleep(3)
 
-        failures: list[str] = []
-        empty: list[str] = []
-        queries = 0
-        for path in DASHBOARDS:
-            board = load_dashboard(path)
-            for metric, label in variable_queries(board):
-                values = api.get(f"/api/v1/label/{label}/values", params={"match[]": metric}).json()
-                if SAMPLE_INSTRUMENT not in values.get("data", []):
-                    failures.append(f"{path.name} variable {label}: {values}")
-            for panel in query_panels(board):
-                for target in panel["targets"]:
-                    expr = concrete(target["expr"])
-                    error, result = _query(api, expr)
-                    queries += 1
-                    where = f"{path.name} / {panel['title']} / {target['refId']}: {expr}"
-                    if error:
-                        failures.append(f"{where}: {error}")
-                    elif not result and path == LIVE_DASHBOARD:
-                        empty.append(where)
-        for rule in alert_rules():
-            error, _ = _query(api, rule["expr"])
-            queries += 1
-            if error:
-                failures.append(f"alert {rule['alert']}: {error}")
+        failures, empty, queries = _run_every_query(api)
         assert not failures, "\n".join(failures)
         assert not empty, "live-trading panels without data:\n" + "\n".join(empty)
 
-        # Prometheus itself evaluated every rule without an error.
-        _wait_until(
-            lambda: all(
-                r.get("lastEvaluation", "").startswith("20")
-                for g in api.get("/api/v1/rules").json()["data"]["groups"]
-                for r in g["rules"]
-            ),
-            "every rule evaluated",
-            10,
-        )
-        groups = api.get("/api/v1/rules").json()["data"]["groups"]
-        rules = [r for g in groups for r in g["rules"]]
-        assert len(rules) == len(alert_rules())
-        bad = [f"{r['name']}: {r.get('lastError')}" for r in rules if r["health"] != "ok"]
-        assert not bad, "\n".join(bad)
+        _assert_every_rule_evaluated_ok(api)
         # The training board met the trainer's series (fed by FakeTraining).
         for expr in ('smz_trainer_validation{metric="expectancy_pips"}', "smz_trainer_loss"):
             assert _query(api, expr)[1], expr
@@ -281,13 +318,7 @@ def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> Non
         api.close()
         stack.stop()
         training.close()
-        prometheus.terminate()
-        try:
-            prometheus.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            prometheus.kill()
-            prometheus.wait(timeout=5)
-        prometheus_log.close()
+        _stop_prometheus(prometheus, prometheus_log)
         redis.Redis.from_url(REDIS_URL).delete(
             config.windows_stream,
             config.positions_stream,

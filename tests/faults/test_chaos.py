@@ -100,18 +100,35 @@ def _redis(port: int, data_dir: Path, log: Path) -> ServiceProcess:
     return ServiceProcess("redis", argv, {}, log)
 
 
+def _sample_db_and_checkpoint(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The real sample, ingested and featurised; a checkpoint root whose latest is a freshly initialised
+    network (it trades often, which exercises the ledger); that checkpoint."""
+    db = tmp_path / "fx.duckdb"
+    run_ingest([SAMPLE], instrument="GBPJPY", db=db)
+    run_features(db, "GBPJPY")
+    torch.manual_seed(11)
+    root = tmp_path / "checkpoints"
+    checkpoint = save_checkpoint(root, MuZeroNetwork().eval(), training_step=1)
+    write_pointer(root, "latest", checkpoint.name)
+    return db, root, checkpoint
+
+
+def _assert_no_credential_in_any_log(log_dir: Path) -> None:
+    """No credential in any log line of the run."""
+    logs = {p.name: p.read_text(errors="replace") for p in log_dir.glob("*.log")}
+    assert {"broker-gateway.log", "inference.log", "feature-builder.log"} <= logs.keys()
+    for name, text in logs.items():
+        for secret in (REDIS_PASSWORD, TOKEN, ADMIN_TOKEN):
+            assert secret not in text, f"{name} holds a credential"
+    assert "***@127.0.0.1" in logs["broker-gateway.log"]  # the URL is logged, without its password
+
+
 @pytest.mark.slow
 def test_every_bar_decided_once_through_sigkills_of_every_process(tmp_path: Path) -> None:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
-    db = tmp_path / "fx.duckdb"
-    run_ingest([SAMPLE], instrument="GBPJPY", db=db)
-    run_features(db, "GBPJPY")
+    db, root, checkpoint = _sample_db_and_checkpoint(tmp_path)
     start_ts, end_ts = _back_to_back_sessions(db, "GBPJPY", SESSIONS)
-    torch.manual_seed(11)  # a freshly initialised network trades often, which exercises the ledger
-    root = tmp_path / "checkpoints"
-    checkpoint = save_checkpoint(root, MuZeroNetwork().eval(), training_step=1)
-    write_pointer(root, "latest", checkpoint.name)
 
     port = free_port()
     redis_url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
@@ -178,13 +195,7 @@ def test_every_bar_decided_once_through_sigkills_of_every_process(tmp_path: Path
     killed_at = {name: (at - start_ts) // 60 for name, at in killed}
     print({"bars": count, "killed_at_bar": killed_at, "trades": len(trades), "broker_orders": fills})
 
-    # No credential in any log line of the run.
-    logs = {p.name: p.read_text(errors="replace") for p in (config.run_dir / "logs").glob("*.log")}
-    assert {"broker-gateway.log", "inference.log", "feature-builder.log"} <= logs.keys()
-    for name, text in logs.items():
-        for secret in (REDIS_PASSWORD, TOKEN, ADMIN_TOKEN):
-            assert secret not in text, f"{name} holds a credential"
-    assert "***@127.0.0.1" in logs["broker-gateway.log"]  # the URL is logged, without its password
+    _assert_no_credential_in_any_log(config.run_dir / "logs")
 
 
 def test_the_stack_helper_kills_with_sigkill(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import httpx
@@ -29,7 +30,7 @@ from services.jobs.stack import LiveStack, ServiceProcess, StackConfig, redis_an
 from services.jobs.synth import run_synth
 from services.trainer.worker import run_training
 from shared.env import TRADE_LOG_FIELDS, EnvConfig, MarketData, TradeLog, TradingEnv
-from shared.model.checkpoint import load_checkpoint, save_checkpoint
+from shared.model.checkpoint import CheckpointManifest, load_checkpoint, save_checkpoint
 from shared.model.checkpoint_root import resolve_checkpoint, write_pointer
 from shared.model.config import ModelConfig
 from shared.model.networks import MuZeroNetwork
@@ -80,6 +81,64 @@ def _wait(condition, what: str, timeout: float, stack: LiveStack) -> None:  # ty
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _assert_orders_need_the_token(config: StackConfig) -> None:
+    """The gateway refuses an order without its token, or with a wrong one."""
+    order = {"idempotency_key": "x", "account": config.account, "instrument": "GBPJPY", "bar_ts": 60,
+             "close": 150.0, "action": 1, "session_id": "s", "step": 0}  # fmt: skip
+    assert httpx.post(f"{config.gateway_url}/v1/orders", json=order).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert httpx.post(f"{config.gateway_url}/v1/orders", json=order, headers=wrong).status_code == 401
+
+
+def _restart_inference(stack: LiveStack) -> None:
+    stack.inference = ServiceProcess(
+        "inference", stack.inference.argv, stack.inference.env, stack.inference.log_path,
+        stack.inference.ready_url,
+    )  # fmt: skip
+    stack.inference.start()
+    stack.inference.wait_ready(120)
+
+
+def _broken_copy(good: Path, broken: Path) -> Path:
+    """A copy of checkpoint ``good`` whose weights' last 100 bytes are zeroed."""
+    shutil.copytree(good, broken)
+    weights = broken / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100:] = bytes(100)
+    weights.write_bytes(bytes(data))
+    return broken
+
+
+def _fresh_checkpoint_as_latest(root: Path) -> Path:
+    """A freshly initialised full-size network (it trades often, which exercises the ledger), saved
+    under ``root`` as latest."""
+    torch.manual_seed(11)
+    good = save_checkpoint(root, MuZeroNetwork().eval(), training_step=1)
+    write_pointer(root, "latest", good.name)
+    return good
+
+
+def _assert_trades_are_the_backtest(
+    db: Path, checkpoint: Path, start_ts: int, end_ts: int, trades: list[dict[str, Any]]
+) -> None:
+    """The live trades are exactly ``smz evaluate``'s of the same checkpoint on the same sessions."""
+    report, result = run_evaluate(
+        db,
+        "GBPJPY",
+        "all",
+        "muzero",
+        checkpoint=checkpoint,
+        start=datetime.fromtimestamp(start_ts, UTC),
+        end=datetime.fromtimestamp(end_ts, UTC),
+    )
+    assert report["sessions"] == SESSIONS
+    expected = result.trades.rows()
+    assert len(expected) >= 10, "the checkpoint should trade for this test to mean something"
+    live = [{k: t[k] for k in TRADE_LOG_FIELDS} for t in trades]
+    assert live == expected
+    assert np.isclose(sum(t["pnl_pips"] for t in live), report["expectancy_pips"] * report["trades"])
+
+
 @pytest.mark.slow
 def test_live_stack_trades_exactly_like_the_backtest(tmp_path: Path) -> None:
     if not GBPJPY_2017.exists():
@@ -90,12 +149,8 @@ def test_live_stack_trades_exactly_like_the_backtest(tmp_path: Path) -> None:
     run_ingest([GBPJPY_2017], instrument="GBPJPY", db=db)
     run_features(db, "GBPJPY")
     start_ts, end_ts = _contiguous_sessions(db, "GBPJPY", SESSIONS)
-
-    # A freshly initialised full-size network trades often, which exercises the ledger.
-    torch.manual_seed(11)
     root = tmp_path / "checkpoints"
-    good = save_checkpoint(root, MuZeroNetwork().eval(), training_step=1)
-    write_pointer(root, "latest", good.name)
+    good = _fresh_checkpoint_as_latest(root)
 
     config = isolated_stack_config(
         tmp_path,
@@ -116,32 +171,16 @@ def test_live_stack_trades_exactly_like_the_backtest(tmp_path: Path) -> None:
     stack = LiveStack(config)
     try:
         stack.start_services()
-        # The gateway refuses an order without its token, or with a wrong one.
-        order = {"idempotency_key": "x", "account": config.account, "instrument": "GBPJPY", "bar_ts": 60,
-                 "close": 150.0, "action": 1, "session_id": "s", "step": 0}  # fmt: skip
-        assert httpx.post(f"{config.gateway_url}/v1/orders", json=order).status_code == 401
-        wrong = {"Authorization": "Bearer nope"}
-        assert httpx.post(f"{config.gateway_url}/v1/orders", json=order, headers=wrong).status_code == 401
+        _assert_orders_need_the_token(config)
 
         # Kill the inference worker mid-stream (SIGKILL: no goodbye), then start it again.
         _wait(lambda: _as_of(config) >= start_ts + 300 * 60, "300 bars", 300, stack)
         stack.inference.kill()
         killed_at = _as_of(config)
-        stack.inference = ServiceProcess(
-            "inference", stack.inference.argv, stack.inference.env, stack.inference.log_path,
-            stack.inference.ready_url,
-        )  # fmt: skip
-        stack.inference.start()
-        stack.inference.wait_ready(120)
+        _restart_inference(stack)
 
         # A broken checkpoint becomes latest: it is refused and the good one keeps serving.
-        broken = root / "step-000000002"
-        shutil.copytree(good, broken)
-        weights = broken / "weights.safetensors"
-        data = bytearray(weights.read_bytes())
-        data[-100:] = bytes(100)
-        weights.write_bytes(bytes(data))
-        write_pointer(root, "latest", broken.name)
+        write_pointer(root, "latest", _broken_copy(good, root / "step-000000002").name)
         _wait(
             lambda: (
                 "smz_inference_model_load_failures_total 1.0"
@@ -169,21 +208,7 @@ def test_live_stack_trades_exactly_like_the_backtest(tmp_path: Path) -> None:
     assert count == distinct == SESSIONS * SESSION_BARS
     assert (first, last) == (start_ts, end_ts - 60)
 
-    report, result = run_evaluate(
-        db,
-        "GBPJPY",
-        "all",
-        "muzero",
-        checkpoint=good,
-        start=datetime.fromtimestamp(start_ts, UTC),
-        end=datetime.fromtimestamp(end_ts, UTC),
-    )
-    assert report["sessions"] == SESSIONS
-    expected = result.trades.rows()
-    assert len(expected) >= 10, "the checkpoint should trade for this test to mean something"
-    live = [{k: t[k] for k in TRADE_LOG_FIELDS} for t in trades]
-    assert live == expected
-    assert np.isclose(sum(t["pnl_pips"] for t in live), report["expectancy_pips"] * report["trades"])
+    _assert_trades_are_the_backtest(db, good, start_ts, end_ts, trades)
 
 
 # A tiny training run per reward (seconds on two cores): what matters is that the checkpoint was
@@ -222,6 +247,40 @@ def _train(db: Path, out: Path, reward: str) -> Path:
     settings = small_trainer_settings(db, out, episodes=8, validate_every=8)
     run_training(settings, TrainingConfig(reward=reward, **TINY_TRAINING), TINY_MODEL)
     return resolve_checkpoint(out)
+
+
+def _decision_orders(config: StackConfig) -> list[tuple[Any, ...]]:
+    """(bar time, step, action) of every decision order of the stack's account, by bar time."""
+    with duckdb.connect(str(config.ledger_db), read_only=True) as con:
+        return con.execute(
+            "SELECT epoch(bar_ts), step, action FROM orders WHERE account = ? AND kind = 'decision' "
+            "ORDER BY bar_ts",
+            [config.account],
+        ).fetchall()
+
+
+def _replay_in_env(
+    db: Path, manifest: CheckpointManifest, start_ts: int, taken: list[int]
+) -> tuple[TradingEnv, dict[int, float]]:
+    """The environment, with the checkpoint's reward, stepping ``taken`` over the back-to-back sessions
+    from ``start_ts``; every decision's reward by bar time."""
+    with Store(db, read_only=True) as store:
+        ds = store.load_dataset("SYNTHJPY")
+    market = MarketData("SYNTHJPY", ds.bars.ts, ds.bars.close, ds.features)
+    first = int(np.searchsorted(market.ts, start_ts))
+    starts = first + SESSION_BARS * np.arange(REWARD_SESSIONS)
+    env_config = EnvConfig(
+        reward=manifest.reward, pips_per_reward=float(manifest.training.get("pips_per_reward", 10.0))
+    )
+    env = TradingEnv(market, env_config)
+    env.reset(starts)
+    actions = np.array(taken).reshape(REWARD_SESSIONS, SESSION_BARS)
+    expected: dict[int, float] = {}
+    for step in range(SESSION_BARS):
+        result = env.step(actions[:, step])
+        for row, bar in enumerate(starts + step):
+            expected[int(market.ts[bar])] = float(result.reward[row])
+    return env, expected
 
 
 @pytest.mark.slow
@@ -284,31 +343,11 @@ def test_live_rewards_equal_the_backtest_rewards_bar_for_bar(tmp_path: Path, rew
         stack.stop()
         client.delete(config.windows_stream, config.positions_stream)
 
-    with duckdb.connect(str(config.ledger_db), read_only=True) as con:
-        orders = con.execute(
-            "SELECT epoch(bar_ts), step, action FROM orders WHERE account = ? AND kind = 'decision' "
-            "ORDER BY bar_ts",
-            [config.account],
-        ).fetchall()
+    orders = _decision_orders(config)
     assert [int(o[1]) for o in orders] == list(range(SESSION_BARS)) * REWARD_SESSIONS
 
     # The backtest's environment, with the checkpoint's reward, steps the actions the stack took.
-    with Store(db, read_only=True) as store:
-        ds = store.load_dataset("SYNTHJPY")
-    market = MarketData("SYNTHJPY", ds.bars.ts, ds.bars.close, ds.features)
-    first = int(np.searchsorted(market.ts, start_ts))
-    starts = first + SESSION_BARS * np.arange(REWARD_SESSIONS)
-    env_config = EnvConfig(
-        reward=manifest.reward, pips_per_reward=float(manifest.training.get("pips_per_reward", 10.0))
-    )
-    env = TradingEnv(market, env_config)
-    env.reset(starts)
-    actions = np.array([int(o[2]) for o in orders]).reshape(REWARD_SESSIONS, SESSION_BARS)
-    expected: dict[int, float] = {}
-    for step in range(SESSION_BARS):
-        result = env.step(actions[:, step])
-        for row, bar in enumerate(starts + step):
-            expected[int(market.ts[bar])] = float(result.reward[row])
+    env, expected = _replay_in_env(db, manifest, start_ts, [int(o[2]) for o in orders])
     live = {r["bar_ts"]: r["reward"] for r in rewards}
     assert {r["reward_kind"] for r in rewards} == {reward}
     assert live == expected  # every decision, bar for bar, exactly

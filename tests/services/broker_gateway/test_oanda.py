@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -116,6 +117,31 @@ def test_a_lost_answer_is_looked_up_by_client_id(oanda_stub: Any) -> None:
     assert broker.sync("acct") == [BrokerPosition("GBPJPY", 1, 1.0, 150.02)]
 
 
+# OANDA's answer to a close it refuses.
+_CLOSE_REJECTED = {
+    "longOrderRejectTransaction": {"type": "MARKET_ORDER_REJECT", "rejectReason": "MARKET_HALTED"},
+    "errorCode": "MARKET_HALTED",
+    "errorMessage": "The market is halted",
+}
+
+
+def _assert_ledger_keeps_broker_fills(ledger_db: Path, key: str, trade_id: str) -> None:
+    """The ledger keeps the broker's fill next to the model's price."""
+    with duckdb.connect(str(ledger_db), read_only=True) as con:
+        orders = con.execute(
+            "SELECT idempotency_key, status, model_price, broker, broker_fill_price, broker_trade_id "
+            "FROM orders ORDER BY bar_ts"
+        ).fetchall()
+        fills = con.execute("SELECT client_order_id, kind, model_price, broker_price FROM fills").fetchall()
+    assert orders == [
+        (key, "filled", 150.00, "oanda", 150.013, trade_id),
+        ("k2", "refused", 150.10, "oanda", None, None),
+        ("k3", "filled", 150.10, "oanda", 150.108, trade_id),
+        ("k4", "refused", 150.2, "oanda", None, None),
+    ]
+    assert sorted(fills) == sorted([(key, "open", 150.00, 150.013), ("k3", "close", 150.10, 150.108)])
+
+
 def test_gateway_trades_through_oanda(
     oanda_stub: Any,
     make_settings: Settings,
@@ -136,17 +162,7 @@ def test_gateway_trades_through_oanda(
         )
 
         # The broker refuses the close: refused with OANDA's reason, and the position is unchanged.
-        oanda_stub.fail_next["PUT"] = (
-            400,
-            {
-                "longOrderRejectTransaction": {
-                    "type": "MARKET_ORDER_REJECT",
-                    "rejectReason": "MARKET_HALTED",
-                },
-                "errorCode": "MARKET_HALTED",
-                "errorMessage": "The market is halted",
-            },
-        )
+        oanda_stub.fail_next["PUT"] = (400, _CLOSE_REJECTED)
         refused = gw.order("k2", T0 + 60, 150.10, CLOSE, step=1)
         assert (refused["status"], refused["position_side"], refused["trade"]) == ("refused", 1, None)
         assert (
@@ -182,20 +198,7 @@ def test_gateway_trades_through_oanda(
             oanda_stub.orders["k3"]["fillingTransactionID"],
         ]
 
-    # The ledger keeps the broker's fill next to the model's price.
-    with duckdb.connect(str(settings.ledger_db), read_only=True) as con:
-        orders = con.execute(
-            "SELECT idempotency_key, status, model_price, broker, broker_fill_price, broker_trade_id "
-            "FROM orders ORDER BY bar_ts"
-        ).fetchall()
-        fills = con.execute("SELECT client_order_id, kind, model_price, broker_price FROM fills").fetchall()
-    assert orders == [
-        (key, "filled", 150.00, "oanda", 150.013, fill_ids[0]),
-        ("k2", "refused", 150.10, "oanda", None, None),
-        ("k3", "filled", 150.10, "oanda", 150.108, fill_ids[0]),
-        ("k4", "refused", 150.2, "oanda", None, None),
-    ]
-    assert sorted(fills) == sorted([(key, "open", 150.00, 150.013), ("k3", "close", 150.10, 150.108)])
+    _assert_ledger_keeps_broker_fills(settings.ledger_db, key, fill_ids[0])
 
     # At startup the gateway compares its positions with the broker's, which is the truth: a position
     # opened at the broker behind the ledger's back is adopted (and counted as a mismatch).

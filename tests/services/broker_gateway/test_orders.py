@@ -53,6 +53,44 @@ def decision_rewards(results: list[dict[str, Any]], bars: list[int]) -> dict[int
     return rewards
 
 
+def _next_action(rng: np.random.Generator, legal: np.ndarray, step: int) -> int:
+    """Mostly HOLD, sometimes an entry or a close, now and then an illegal action (which the gateway
+    refuses); a position open at the last bar closes there."""
+    if step == BARS - 2:
+        return BUY if legal[BUY] else HOLD
+    if step == BARS - 1:
+        return HOLD
+    if rng.random() < 0.04:
+        return int(rng.choice(np.flatnonzero(~legal)))
+    return int(np.argmax(rng.random(4) * [8, 1, 1, 1.5] + legal))
+
+
+def _assert_ledger_is_the_backtest(
+    gw: Any,
+    env: TradingEnv,
+    results: list[dict[str, Any]],
+    bars: list[int],
+    env_rewards: dict[int, float],
+    reward: str,
+) -> None:
+    # Every decision's reward, bar for bar, exactly the environment's.
+    assert decision_rewards(results, bars) == env_rewards
+    served = gw.get("/v1/rewards", account=gw.account, limit=1000)
+    assert [(r["bar_ts"], r["reward"], r["reward_kind"]) for r in served] == [
+        (bar_ts, r, reward) for bar_ts, r in env_rewards.items()
+    ]
+    assert gw.get("/v1/rewards", account=gw.account, limit=2) == served[-2:]
+    expected = env.trade_log().rows()
+    assert len(expected) >= 5
+    assert expected[-1]["exit_reason"] == "session_end"
+    assert [log_row("GBPJPY", r["trade"]) for r in results if r["trade"]] == expected
+    served = gw.get("/v1/trades", account=gw.account, limit=1000)
+    assert [{k: t[k] for k in TRADE_LOG_FIELDS} for t in served] == expected
+    assert {t["model_version"] for t in served} == {"v-test"}
+    pnl = sum(t["pnl_pips"] for t in expected)
+    assert gw.metric("smz_gateway_realized_pnl_pips", instrument="GBPJPY") == pytest.approx(pnl)
+
+
 @pytest.mark.parametrize("reward", REWARDS)
 def test_a_session_of_orders_reproduces_the_backtest_exactly(
     gbpjpy_sample: Bars,
@@ -76,14 +114,7 @@ def test_a_session_of_orders_reproduces_the_backtest_exactly(
         gw = running.enter_context(open_gateway(settings))
         for step in range(BARS):
             legal = env.legal_actions()[0]
-            if step == BARS - 2:  # a position open at the last bar closes there
-                action = BUY if legal[BUY] else HOLD
-            elif step == BARS - 1:
-                action = HOLD
-            elif rng.random() < 0.04:  # now and then an illegal action, which the gateway refuses
-                action = int(rng.choice(np.flatnonzero(~legal)))
-            else:
-                action = int(np.argmax(rng.random(4) * [8, 1, 1, 1.5] + legal))
+            action = _next_action(rng, legal, step)
             invalid += not legal[action]
             bar = start + step
             bar_ts = int(market.ts[bar])
@@ -128,23 +159,9 @@ def test_a_session_of_orders_reproduces_the_backtest_exactly(
                 pending_bar = bar_ts if reward == "equity" else None
                 assert gw.position()["reward_pending_bar_ts"] == pending_bar
 
-        # Every decision's reward, bar for bar, exactly the environment's.
         assert restarted_at is not None and env.side[0] == 0
-        assert decision_rewards(results, bars) == env_rewards
-        served = gw.get("/v1/rewards", account=gw.account, limit=1000)
-        assert [(r["bar_ts"], r["reward"], r["reward_kind"]) for r in served] == [
-            (bar_ts, r, reward) for bar_ts, r in env_rewards.items()
-        ]
-        assert gw.get("/v1/rewards", account=gw.account, limit=2) == served[-2:]
-        expected = env.trade_log().rows()
-        assert len(expected) >= 5 and invalid >= 3
-        assert expected[-1]["exit_reason"] == "session_end"
-        assert [log_row("GBPJPY", r["trade"]) for r in results if r["trade"]] == expected
-        served = gw.get("/v1/trades", account=gw.account, limit=1000)
-        assert [{k: t[k] for k in TRADE_LOG_FIELDS} for t in served] == expected
-        assert {t["model_version"] for t in served} == {"v-test"}
-        pnl = sum(t["pnl_pips"] for t in expected)
-        assert gw.metric("smz_gateway_realized_pnl_pips", instrument="GBPJPY") == pytest.approx(pnl)
+        _assert_ledger_is_the_backtest(gw, env, results, bars, env_rewards, reward)
+        assert invalid >= 3
         # The latency histogram starts afresh with the process.
         assert gw.metric("smz_gateway_bar_to_order_seconds_count") == BARS - restarted_at - 1
         assert gw.position()["side"] == 0 and gw.position()["reward_pending_bar_ts"] is None

@@ -112,14 +112,24 @@ def evaluate(
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG equity curve here, with the baselines beside it.")
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a self-contained HTML report into this directory (report.html): equity and "
+            "drawdown beside the baselines, P&L histogram, breakdowns, the trades."
+        ),
+    ] = None,
 ) -> None:
-    """Run a policy over every session of a split (and date range); the last line is the metrics
-    as JSON."""
+    """Run a policy over every session of a split (and date range); prints a summary table, and the
+    last line is the metrics as JSON."""
+    from rich.console import Console
+
+    from services.jobs.backtest_report import REPORT_FILE
     from services.jobs.evaluate import run_evaluate
     from shared.model.checkpoint import CheckpointError
 
     try:
-        report, _ = run_evaluate(
+        summary, _ = run_evaluate(
             db,
             instrument,
             split.value,
@@ -131,11 +141,15 @@ def evaluate(
             start=_utc(start),
             end=_utc(end),
             plot=plot,
+            report_dir=report,
+            console=Console(),
         )
     except (LookupError, ValueError, CheckpointError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    _print_json(report)
+    if report is not None:
+        typer.echo(f"report: {report / REPORT_FILE}")
+    _print_json(summary)
 
 
 def _utc(moment: datetime | None) -> datetime | None:

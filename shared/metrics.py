@@ -60,12 +60,16 @@ class TradeMetrics(BaseModel):
     action_distribution: dict[str, float]  # share of each action among all decisions
 
 
+def drawdown_curve(pnl_pips: np.ndarray) -> np.ndarray:
+    """How far the cumulative P&L curve (starting at 0, then one point per trade) lies below its
+    running peak: ``len(pnl_pips) + 1`` values >= 0, 0 at every new peak."""
+    equity = np.concatenate([[0.0], np.cumsum(pnl_pips)])
+    return np.maximum.accumulate(equity) - equity
+
+
 def max_drawdown(pnl_pips: np.ndarray) -> float:
     """Largest peak-to-trough fall of the cumulative P&L curve that starts at 0."""
-    if len(pnl_pips) == 0:
-        return 0.0
-    equity = np.concatenate([[0.0], np.cumsum(pnl_pips)])
-    return float(np.max(np.maximum.accumulate(equity) - equity))
+    return float(np.max(drawdown_curve(pnl_pips)))
 
 
 def health(trades_per_session: float, entries: int, long_entry_share: float | None) -> Health:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
 
+from services.jobs.backtest_report import equity_figure, print_summary, utc_time, write_html_report
+from shared.backtest_report import BacktestSummary, backtest_summary
 from shared.dataset import Dataset
 from shared.env import TRADE_LOG_FIELDS, EnvConfig, MarketData
 from shared.evaluation import EvaluationResult, evaluate_policy
@@ -87,6 +90,100 @@ def session_starts(
     return tile_sessions(starts)
 
 
+@dataclass(frozen=True)
+class Backtest:
+    """One ``smz evaluate`` run: its JSON line, and each policy run on the same sessions."""
+
+    report: dict[str, object]  # the JSON line: the run's settings and the policy's metrics
+    policy: str  # the evaluated policy's key in ``results`` ("muzero" for a checkpoint's agent)
+    results: dict[str, EvaluationResult]  # the policy first, then the baselines when asked for
+    session_ts: np.ndarray  # (sessions, 2): first and last bar time of each evaluated session
+    title: str
+    _summaries: dict[str, BacktestSummary] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def result(self) -> EvaluationResult:
+        return self.results[self.policy]
+
+    def summary(self, name: str) -> BacktestSummary:
+        """The report's numbers of one result, computed when first asked for (a table or a report)."""
+        if name not in self._summaries:
+            self._summaries[name] = backtest_summary(self.results[name].trades, self.session_ts)
+        return self._summaries[name]
+
+
+def _load_policies(
+    db: Path,
+    instrument: str,
+    sessions: tuple[str, datetime | None, datetime | None],
+    main: list[str],
+    baselines: bool,
+    seed: int,
+) -> tuple[Dataset, np.ndarray, dict[str, Policy]]:
+    """The data set, the session starts of (split, start, end), and the ``main`` policies followed by
+    the baselines (and the oracle where the market has hidden regimes) when asked for."""
+    split, start, end = sessions
+    with Store(db, read_only=True) as store:
+        dataset = store.load_dataset(instrument)
+        starts = session_starts(dataset, split, start, end)
+        if len(starts) == 0:
+            window = f" between {start} and {end}" if start or end else ""
+            raise LookupError(f"{instrument} has no complete session in the {split} split{window}")
+        has_regimes = len(store.load_regimes(instrument)[1]) > 0
+        names = main + ([*BASELINES, *(["oracle"] if has_regimes else [])] if baselines else [])
+        policies = {
+            name: make_policy(name, store, instrument, dataset.bars.ts, seed) for name in dict.fromkeys(names)
+        }
+    return dataset, starts, policies
+
+
+def run_backtest(
+    db: Path,
+    instrument: str,
+    sessions: tuple[str, datetime | None, datetime | None],
+    policy_name: str,
+    *,
+    checkpoint: Path | None = None,
+    seed: int = 0,
+    spread_pips: float = DEFAULT_SPREAD_PIPS,
+    baselines: bool = False,
+) -> Backtest:
+    """Evaluate a baseline, or a checkpoint's agent, over the sessions of (split, start, end); with
+    ``baselines``, every baseline too (and the oracle where it exists) on the same sessions."""
+    split, start, end = sessions
+    main = [policy_name] if checkpoint is None else []
+    dataset, starts, policies = _load_policies(db, instrument, sessions, main, baselines, seed)
+    agent = None
+    if checkpoint is not None:
+        agent = checkpoint_policy(checkpoint)
+        policy_name = "muzero"
+        policies = {policy_name: agent.policy, **policies}
+    version = agent.version if agent else None
+    market = MarketData(instrument, dataset.bars.ts, dataset.bars.close, dataset.features)
+    # A checkpoint's backtest computes the reward it was trained with (trades and P&L are the same).
+    env_config = EnvConfig(spread_pips=spread_pips, reward=agent.reward if agent else "equity")
+    results = {name: evaluate_policy(market, starts, p, env_config) for name, p in policies.items()}
+    report = {
+        "instrument": instrument,
+        "split": split,
+        **({"start": start.isoformat()} if start else {}),
+        **({"end": end.isoformat()} if end else {}),
+        "policy": policy_name,
+        **({"checkpoint": version} if version else {}),
+        **({"entry_gate": agent.gate.model_dump() if agent.gate else None} if agent else {}),
+        "reward": env_config.reward,
+        "spread_pips": spread_pips,
+        **results[policy_name].metrics.model_dump(),
+    }
+    return Backtest(
+        report=report,
+        policy=policy_name,
+        results=results,
+        session_ts=np.stack([dataset.bars.ts[starts], dataset.bars.ts[starts + SESSION_BARS - 1]], axis=1),
+        title=f"{instrument} {split}" + (f" ({version})" if version else ""),
+    )
+
+
 def run_evaluate(
     db: Path,
     instrument: str,
@@ -99,92 +196,35 @@ def run_evaluate(
     start: datetime | None = None,
     end: datetime | None = None,
     plot: Path | None = None,
+    report_dir: Path | None = None,
+    console: Console | None = None,
 ) -> tuple[dict[str, object], EvaluationResult]:
-    """Evaluate a baseline, or a checkpoint's agent, over the sessions of a split and date range.
+    """Evaluate a baseline, or a checkpoint's agent, over the sessions of a split and date range;
+    return the JSON line and the policy's result.
 
-    ``plot`` writes a PNG of the equity curve with the baselines beside it, on the same sessions.
+    ``plot`` writes a PNG of the equity curve with the baselines beside it, on the same sessions;
+    ``report_dir`` the HTML report (``report.html``) with them; ``console`` gets the summary table.
     """
-    with Store(db, read_only=True) as store:
-        dataset = store.load_dataset(instrument)
-        starts = session_starts(dataset, split, start, end)
-        if len(starts) == 0:
-            window = f" between {start} and {end}" if start or end else ""
-            raise LookupError(f"{instrument} has no complete session in the {split} split{window}")
-        has_regimes = len(store.load_regimes(instrument)[1]) > 0
-        policies: dict[str, Policy] = {}
-        names = [policy_name] if checkpoint is None else []
-        if plot is not None:
-            names += [*BASELINES, *(["oracle"] if has_regimes else [])]
-        for name in dict.fromkeys(names):
-            policies[name] = make_policy(name, store, instrument, dataset.bars.ts, seed)
-    agent = None
-    if checkpoint is not None:
-        agent = checkpoint_policy(checkpoint)
-        policy_name = "muzero"
-        policies = {policy_name: agent.policy, **policies}
-    version = agent.version if agent else None
-    market = MarketData(instrument, dataset.bars.ts, dataset.bars.close, dataset.features)
-    # A checkpoint's backtest computes the reward it was trained with (trades and P&L are the same).
-    env_config = EnvConfig(spread_pips=spread_pips, reward=agent.reward if agent else "equity")
-    results = {name: evaluate_policy(market, starts, p, env_config) for name, p in policies.items()}
-    result = results[policy_name]
+    backtest = run_backtest(
+        db, instrument, (split, start, end), policy_name, checkpoint=checkpoint, seed=seed,
+        spread_pips=spread_pips, baselines=plot is not None or report_dir is not None,
+    )  # fmt: skip
     if trades_csv is not None:
-        write_trades_csv(result, trades_csv)
+        write_trades_csv(backtest.result, trades_csv)
     if plot is not None:
-        title = f"{instrument} {split}" + (f" ({version})" if version else "")
-        plot_equity(results, policy_name, title, plot)
-    report = {
-        "instrument": instrument,
-        "split": split,
-        **({"start": start.isoformat()} if start else {}),
-        **({"end": end.isoformat()} if end else {}),
-        "policy": policy_name,
-        **({"checkpoint": version} if version else {}),
-        **({"entry_gate": agent.gate.model_dump() if agent.gate else None} if agent else {}),
-        "reward": env_config.reward,
-        "spread_pips": spread_pips,
-        **result.metrics.model_dump(),
-    }
-    return report, result
+        plot_equity(backtest.results, backtest.policy, backtest.title, plot)
+    if report_dir is not None:
+        write_html_report(backtest, report_dir)
+    if console is not None:
+        print_summary(backtest, console)
+    return backtest.report, backtest.result
 
 
 def plot_equity(results: dict[str, EvaluationResult], main: str, title: str, path: Path) -> Path:
     """Cumulative P&L in pips at each trade's exit time, one line per policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(11, 5))
-    for name, result in results.items():
-        trades = result.trades.chronological()
-        times = [datetime.fromtimestamp(int(t), UTC) for t in trades.exit_ts]
-        m = result.metrics
-        low, high = m.expectancy_ci95
-        label = (
-            f"{name}: {m.expectancy_pips:+.2f} pips/trade (95% CI {low:+.2f} to {high:+.2f}"
-            f"{', edge' if m.edge else ''}) over {m.trades} trades, {m.health}"
-        )
-        ax.step(
-            times,
-            np.cumsum(trades.pnl_pips),
-            where="post",
-            label=label,
-            linewidth=2.0 if name == main else 1.0,
-        )
-    ax.axhline(0.0, color="grey", linewidth=0.5)  # HOLD's equity: no trade, 0 pips
-    ax.set(title=f"equity, {title}", xlabel="exit time (UTC)", ylabel="cumulative P&L (pips)")
-    ax.legend(fontsize=8)
-    fig.autofmt_xdate()
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    equity_figure(results, main, title).savefig(path, dpi=100)
     return path
-
-
-def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def write_trades_csv(result: EvaluationResult, path: Path) -> None:
@@ -194,6 +234,6 @@ def write_trades_csv(result: EvaluationResult, path: Path) -> None:
         writer = csv.DictWriter(fh, fieldnames=TRADE_LOG_FIELDS)
         writer.writeheader()
         for row in rows:
-            row["entry_ts"] = _iso(int(row["entry_ts"]))  # type: ignore[arg-type]
-            row["exit_ts"] = _iso(int(row["exit_ts"]))  # type: ignore[arg-type]
+            row["entry_ts"] = utc_time(int(row["entry_ts"]))  # type: ignore[arg-type]
+            row["exit_ts"] = utc_time(int(row["exit_ts"]))  # type: ignore[arg-type]
             writer.writerow(row)

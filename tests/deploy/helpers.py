@@ -37,14 +37,14 @@ TARGET_LABELS = frozenset({"job", "instance"})
 PROMETHEUS_SERIES = {"up": frozenset()}
 
 
-def tool(name: str) -> str:
+def tool(name: str, packages: str = "docker-compose prometheus") -> str:
     """A binary the test needs: fail in CI (.ci/run installs it), skip elsewhere."""
     found = shutil.which(name)
     if found:
         return found
     if os.environ.get("CI"):
         pytest.fail(f"{name} is not installed: .ci/run installs it with apt-get")
-    pytest.skip(f"{name} is not installed (apt-get install -y docker-compose prometheus)")
+    pytest.skip(f"{name} is not installed (apt-get install -y {packages})")
 
 
 # ------------------------------------------------------------------------------------------ metrics

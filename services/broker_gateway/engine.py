@@ -145,13 +145,21 @@ class Gateway:
         for instrument, kind, action, status, count in self.ledger.order_counts():
             label = "SESSION_BREAK" if kind == "session_break" else ACTIONS[action]
             self.metrics.orders.labels(instrument, label, status).inc(count)
-        for instrument, exit_ts, pnl in self.ledger.trade_pnls():
-            self.metrics.trade(instrument, exit_ts, pnl)
+        trades = self.ledger.trade_pnls()
+        last_active: dict[str, int] = {}
+        for account, _, exit_ts, _ in trades:
+            last_active[account] = max(exit_ts, last_active.get(account, exit_ts))
         for record in self._positions.values():
             if record.last_bar_ts is not None:
-                self.metrics.bar(record.instrument, record.last_bar_ts)
-        for instrument in {r.instrument for r in self._positions.values()}:
-            self._refresh_position_metrics(instrument)
+                last_active[record.account] = max(record.last_bar_ts, last_active.get(record.account, 0))
+        self.metrics.account_label.restore(last_active)
+        for account, instrument, exit_ts, pnl in trades:
+            self.metrics.trade(account, instrument, exit_ts, pnl)
+        for record in self._positions.values():
+            if record.last_bar_ts is not None:
+                self.metrics.bar(record.account, record.instrument, record.last_bar_ts)
+        for account, instrument in {(r.account, r.instrument) for r in self._positions.values()}:
+            self._refresh_position_metrics(account, instrument)
 
     def reconcile(self) -> list[str]:
         """Resolve the journal's open calls and make the positions the broker's (``Reconciler``)."""
@@ -306,18 +314,24 @@ class Gateway:
     def _observe(self, req: OrderRequest, plan: OrderPlan, label: str, started: float) -> None:
         m = self.metrics
         m.order(req.instrument, label, plan.result.status)
-        m.bar(req.instrument, req.bar_ts)
+        m.bar(req.account, req.instrument, req.bar_ts)
         for t in plan.trades:
-            m.trade(req.instrument, t.trade.exit_ts, t.trade.pnl_pips)
-        self._refresh_position_metrics(req.instrument)
+            m.trade(req.account, req.instrument, t.trade.exit_ts, t.trade.pnl_pips)
+        self._refresh_position_metrics(req.account, req.instrument)
         m.order_seconds.observe(time.perf_counter() - started)
         if req.published_at > 0:
             m.bar_to_order.observe(max(time.time() - req.published_at, 0.0))
 
-    def _refresh_position_metrics(self, instrument: str) -> None:
+    def _refresh_position_metrics(self, account: str, instrument: str) -> None:
+        """The position gauges of ``account``'s label (accounts labelled "other" are summed)."""
+        label = self.metrics.account_label
+        account = label(account)
         with self._guard:
-            states = [r.state for r in self._positions.values() if r.instrument == instrument]
-        self.metrics.positions(instrument, sum(s.side for s in states), sum(s.pnl for s in states if s.side))
+            records = [r for r in self._positions.values() if r.instrument == instrument]
+        states = [r.state for r in records if label(r.account) == account]
+        self.metrics.positions(
+            account, instrument, sum(s.side for s in states), sum(s.pnl for s in states if s.side)
+        )
 
     # ------------------------------------------------------------- controls
     def set_halted(self, halted: bool, reason: str = "") -> dict[str, object]:

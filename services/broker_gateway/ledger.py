@@ -554,10 +554,12 @@ class Ledger:
             row["bar_ts"] = int(row["bar_ts"])
         return out
 
-    def trade_pnls(self) -> list[tuple[str, int, float]]:
-        """(instrument, exit_ts, pnl_pips) of every trade in closing order, for the metrics."""
-        rows = self._fetch(f"SELECT instrument, {_epoch('exit_ts')}, pnl_pips FROM trades ORDER BY id")
-        return [(r[0], int(r[1]), float(r[2])) for r in rows]
+    def trade_pnls(self) -> list[tuple[str, str, int, float]]:
+        """(account, instrument, exit_ts, pnl_pips) of every trade in closing order, for the metrics."""
+        rows = self._fetch(
+            f"SELECT account, instrument, {_epoch('exit_ts')}, pnl_pips FROM trades ORDER BY id"
+        )
+        return [(r[0], r[1], int(r[2]), float(r[3])) for r in rows]
 
     def daily_pnl(self, account: str, start: int, end: int) -> float:
         """P&L in pips of the account's trades closed in [start, end) (epoch seconds)."""

@@ -181,8 +181,8 @@ class Reconciler:
             with self.gw._guard:
                 self.gw._positions[key] = work
             for t in trades:
-                self.gw.metrics.trade(instrument, t.trade.exit_ts, t.trade.pnl_pips)
-            self.gw._refresh_position_metrics(instrument)
+                self.gw.metrics.trade(account, instrument, t.trade.exit_ts, t.trade.pnl_pips)
+            self.gw._refresh_position_metrics(account, instrument)
             self.gw.publisher.publish(work)
             return message
 

@@ -59,7 +59,12 @@ class InferenceMetrics:
         )
         self.model_loaded = Gauge(
             "smz_inference_model_loaded_timestamp_seconds",
-            "When the served checkpoint was loaded (epoch seconds)",
+            "When the served checkpoint was loaded by this process (epoch seconds)",
+            registry=r,
+        )
+        self.model_created = Gauge(
+            "smz_inference_model_created_timestamp_seconds",
+            "When the trainer wrote the served checkpoint (its manifest's created_at, epoch seconds)",
             registry=r,
         )
         self.model_load_failures = Counter(
@@ -131,7 +136,8 @@ class InferenceMetrics:
         if flat:
             self.flat_decisions.labels(instrument, ACTIONS[action]).inc()
 
-    def model_swapped(self, version: str, loaded_at: float) -> None:
+    def model_swapped(self, version: str, loaded_at: float, created_at: float) -> None:
         self.model_info.clear()
         self.model_info.labels(version).set(1)
         self.model_loaded.set(loaded_at)
+        self.model_created.set(created_at)

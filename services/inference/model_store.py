@@ -182,7 +182,7 @@ class ModelStore:
                 previous, self._current = self._current, model
             self.last_error = None
             self._waiting_logged = None
-            self.metrics.model_swapped(model.version, model.loaded_at)
+            self.metrics.model_swapped(model.version, model.loaded_at, model.manifest.created_at.timestamp())
             self._ready.set()
             log.info(
                 "serving %s (step %d, from %s) after %.0f ms of loading and warm-up%s",

@@ -185,6 +185,8 @@ class _Trainer:
         self.validation_starts = validation_starts
         self.console = Console()
         self.metrics_out = TrainerMetrics()
+        counters = run.counters
+        self.metrics_out.resume(counters.episodes, counters.updates, counters.bar_steps)
         self.metrics: dict[str, float] = {}
         self.last_validated = run.counters.episodes
 

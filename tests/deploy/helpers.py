@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -47,6 +48,22 @@ def tool(name: str, packages: str = "docker-compose prometheus") -> str:
     pytest.skip(f"{name} is not installed (apt-get install -y {packages})")
 
 
+def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [tool("promtool"), *args], input=stdin, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def promtool_check_metrics(text: str) -> list[str]:
+    """What `promtool check metrics` says about a /metrics exposition (nothing when it is clean): it
+    reports on stderr and exits non-zero."""
+    out = promtool("check", "metrics", stdin=text)
+    problems = (out.stdout + out.stderr).strip().splitlines()
+    if out.returncode != 0 and not problems:
+        problems = [f"promtool check metrics exited {out.returncode}"]
+    return problems
+
+
 # ------------------------------------------------------------------------------------------ metrics
 @dataclass(frozen=True)
 class Metric:
@@ -61,17 +78,32 @@ def service_metrics() -> tuple[Metric, ...]:
     """Every metric of services/*/metrics.py: each ``*Metrics`` class there, instantiated on a fresh
     registry, and its prometheus_client metrics read back."""
     found: list[Metric] = []
+    for module_name, instance in service_metrics_objects():
+        for value in metric_objects(instance):
+            found.append(Metric(value._name, value._type, frozenset(value._labelnames), module_name))
+    return tuple(found)
+
+
+def service_metrics_objects() -> list[tuple[str, Any]]:
+    """(module, instance on a fresh registry) of each ``*Metrics`` class of services/*/metrics.py."""
+    out = []
     for path in sorted((REPO / "services").glob("*/metrics.py")):
         module_name = f"services.{path.parent.name}.metrics"
         module = importlib.import_module(module_name)
         for _, cls in inspect.getmembers(module, inspect.isclass):
-            if cls.__module__ != module_name or not cls.__name__.endswith("Metrics"):
-                continue
-            instance = cls(CollectorRegistry())
-            for value in vars(instance).values():
-                if isinstance(value, MetricWrapperBase):
-                    found.append(Metric(value._name, value._type, frozenset(value._labelnames), module_name))
-    return tuple(found)
+            if cls.__module__ == module_name and cls.__name__.endswith("Metrics"):
+                out.append((module_name, cls(CollectorRegistry())))
+    return out
+
+
+def metric_objects(instance: Any) -> list[MetricWrapperBase]:
+    """The prometheus_client metrics an instance holds, in attributes or in dicts of them."""
+    out = []
+    for value in vars(instance).values():
+        for item in value.values() if isinstance(value, dict) else [value]:
+            if isinstance(item, MetricWrapperBase):
+                out.append(item)
+    return out
 
 
 @cache
@@ -267,6 +299,8 @@ GRAFANA_SUBSTITUTIONS = {
     "$__range": "1h",
     "${instrument}": ".*",
     "$instrument": ".*",
+    "${account}": ".*",
+    "$account": ".*",
 }
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from services.trainer.metrics import ACTION_SHARE_PREFIX, VALIDATION_GAUGES, TrainerMetrics
 from shared.metrics import trade_metrics, validation_metrics
 from shared.reward import ACTIONS
 from tests.deploy.helpers import (
@@ -115,8 +117,8 @@ def test_live_dashboard_shows_what_the_desk_needs() -> None:
         "smz_gateway_unrealized_pnl_pips",
         "smz_gateway_position_side",
         "smz_gateway_trades_total",
-        "smz_gateway_win_rate",
-        "smz_gateway_expectancy_pips",
+        "smz_gateway_gross_profit_pips_total",
+        "smz_gateway_gross_loss_pips_total",
         "smz_inference_decisions_total",
         "smz_inference_flat_decisions_total",
         "smz_inference_search_seconds_bucket",
@@ -126,6 +128,16 @@ def test_live_dashboard_shows_what_the_desk_needs() -> None:
         "smz_gateway_risk_refusals_total",
     ):
         assert metric in exprs, metric
+    # Win rate and expectancy: from counters over the time range, per account (no per-process ratio).
+    by_title = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in query_panels(board)}
+    for title in ("Win rate", "Expectancy (pips/trade)"):
+        assert "increase(smz_gateway_trades_total{" in by_title[title], title
+        assert 'account=~"$account"' in by_title[title], title
+    assert 'result="win"' in by_title["Win rate"]
+    assert 'account=~"$account"' in by_title["Trade P&L distribution (pips)"]
+    assert 'instrument=~"$instrument"' in by_title["Trade P&L distribution (pips)"]
+    assert by_title["Model age"] == "time() - max(smz_inference_model_created_timestamp_seconds)"
+    assert {label for _, label in variable_queries(board)} == {"instrument", "account"}
     # The action distribution is reported, not judged: no threshold colours it.
     (share,) = [p for p in query_panels(board) if p["title"] == "Action distribution"]
     steps = [s["value"] for s in share["fieldConfig"]["defaults"]["thresholds"]["steps"]]
@@ -145,27 +157,35 @@ def test_training_dashboard_shows_the_learning() -> None:
     exprs = " ".join(t["expr"] for p in query_panels(board) for t in p["targets"])
     for needle in (
         "smz_trainer_loss",
-        'smz_trainer_validation{metric="expectancy_pips"}',
+        "smz_trainer_weighted_loss",
+        "smz_trainer_validation_expectancy_pips",
         "smz_trainer_selfplay_bar_steps_per_second",
         "smz_trainer_updates_per_second",
-        "smz_trainer_replay_trade_share",
+        "smz_trainer_replay_trade_ratio",
     ):
         assert needle in exprs, needle
-    for needle in ("expectancy_ci95_low", "trades_per_session", "long_entry_share", "healthy"):
-        assert f'metric="{needle}"' in exprs, needle
-    # The `metric` label values are the trainer's validation keys without their prefix: those of
-    # shared.metrics.validation_metrics, and any worker.py adds.
+    for needle in ("expectancy_ci95_low_pips", "trades_per_session", "long_entry_ratio", "healthy"):
+        assert f"smz_trainer_validation_{needle}" in exprs, needle
+    assert 'component="total"' not in exprs  # the parts only; the weighted sum is its own gauge
+    # Every validation key (those of shared.metrics.validation_metrics, and any worker.validate() adds)
+    # has its own gauge, in its own unit.
     m = trade_metrics(
         np.array([1.0]), 1, np.ones(4), trade_sides=np.array([1]), flat_action_counts=np.ones(4)
     )
     keys = set(validation_metrics(m))
-    keys |= set(re.findall(r'"(validation_\w+)"', (REPO / "services" / "trainer" / "worker.py").read_text()))
-    for values in re.findall(r'smz_trainer_validation\{metric=~?"([^"]+)"\}', exprs):
-        for value in values.split("|"):
-            key = "validation_" + value.replace(".*", "")
-            assert any(k.startswith(key) if value.endswith(".*") else k == key for k in keys), (
-                f"no validation metric {value!r}"
-            )
+    worker = (REPO / "services" / "trainer" / "worker.py").read_text()
+    keys |= set(re.findall(r'metrics\["(validation_\w+)"\] =', worker))
+    assert "validation_entry_margin" in keys
+    metrics = TrainerMetrics(CollectorRegistry())
+    for key in sorted(keys):
+        name = key.removeprefix("validation_")
+        if name.startswith(ACTION_SHARE_PREFIX):
+            assert name.removeprefix(ACTION_SHARE_PREFIX).upper() in ACTIONS, key
+        else:
+            assert name in VALIDATION_GAUGES, f"validation metric {key!r} has no gauge"
+    metrics.record_validation(validation_metrics(m))
+    assert metrics.registry.get_sample_value("smz_trainer_validation_win_ratio") == 1.0
+    assert metrics.registry.get_sample_value("smz_trainer_validation_action_ratio", {"action": "BUY"}) == 0.25
 
 
 def test_alert_rules_use_real_metrics() -> None:

@@ -47,6 +47,7 @@ from tests.deploy.helpers import (
     alert_rules,
     concrete,
     load_dashboard,
+    promtool_check_metrics,
     query_panels,
     tool,
     variable_queries,
@@ -157,19 +158,22 @@ def _sample_db_and_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
     return db, root
 
 
+def _service_ports(config: StackConfig, trainer_port: int) -> dict[str, int]:
+    """The /metrics port of each Prometheus job of the services."""
+    return {
+        "inference": config.inference_port,
+        "broker-gateway": config.gateway_port,
+        "feature-builder": config.feature_builder_metrics_port,
+        "trainer": trainer_port,
+    }
+
+
 def _start_prometheus(
     prometheus_bin: str, tmp_path: Path, config: StackConfig, prometheus_port: int, trainer_port: int
 ) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     """A real Prometheus scraping the stack, the trainer stand-in and itself; its log file."""
     prometheus_config = _prometheus_config(
-        tmp_path,
-        {
-            "inference": config.inference_port,
-            "broker-gateway": config.gateway_port,
-            "feature-builder": config.feature_builder_metrics_port,
-            "trainer": trainer_port,
-            "prometheus": prometheus_port,
-        },
+        tmp_path, {**_service_ports(config, trainer_port), "prometheus": prometheus_port}
     )
     prometheus_log = (tmp_path / "prometheus.log").open("wb")
     prometheus = subprocess.Popen(
@@ -196,16 +200,18 @@ def _stop_prometheus(prometheus: subprocess.Popen[bytes], log: IO[bytes]) -> Non
     log.close()
 
 
-def _run_every_query(api: httpx.Client) -> tuple[list[str], list[str], int]:
-    """Run every dashboard variable, panel and alert query: (failures, live panels without data, count)."""
+def _run_every_query(api: httpx.Client, account: str) -> tuple[list[str], list[str], int]:
+    """Run every dashboard variable, panel and alert query: (failures, live panels without data, count).
+    A variable must offer the stack's instrument or ``account``."""
     failures: list[str] = []
     empty: list[str] = []
     queries = 0
+    expected = {"instrument": SAMPLE_INSTRUMENT, "account": account}
     for path in DASHBOARDS:
         board = load_dashboard(path)
         for metric, label in variable_queries(board):
             values = api.get(f"/api/v1/label/{label}/values", params={"match[]": metric}).json()
-            if SAMPLE_INSTRUMENT not in values.get("data", []):
+            if expected[label] not in values.get("data", []):
                 failures.append(f"{path.name} variable {label}: {values}")
         for panel in query_panels(board):
             for target in panel["targets"]:
@@ -305,14 +311,18 @@ def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> Non
         _wait_until(all_up, "every target up", 15)
         time.sleep(3)
 
-        failures, empty, queries = _run_every_query(api)
+        failures, empty, queries = _run_every_query(api, config.account)
         assert not failures, "\n".join(failures)
         assert not empty, "live-trading panels without data:\n" + "\n".join(empty)
 
         _assert_every_rule_evaluated_ok(api)
         # The training board met the trainer's series (fed by FakeTraining).
-        for expr in ('smz_trainer_validation{metric="expectancy_pips"}', "smz_trainer_loss"):
+        for expr in ("smz_trainer_validation_expectancy_pips", "smz_trainer_loss"):
             assert _query(api, expr)[1], expr
+        # Each service's real /metrics, as Prometheus scraped it, passes `promtool check metrics`.
+        for job, port in _service_ports(config, trainer_port).items():
+            problems = promtool_check_metrics(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+            assert not problems, f"{job}: {problems}"
         print(f"\n{queries} queries; replayed in {replayed:.0f} s, all in {time.monotonic() - began:.0f} s")
     finally:
         api.close()

@@ -1,15 +1,42 @@
 """deploy/prometheus: `promtool check config` and `check rules` pass, `promtool test rules` runs the
-alerts' unit tests (market hours, thresholds, `for` durations), and the rules the brief asks for exist."""
+alerts' unit tests (market hours, thresholds, `for` durations, pods summed), the rules the brief asks for
+exist, and `promtool check metrics` finds nothing to say about each service's /metrics exposition."""
 
 from __future__ import annotations
 
-import subprocess
+from typing import Any
 
-from tests.deploy.helpers import ALERTS, ALERTS_TEST, PROMETHEUS_CONFIG, alert_rules, tool
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from tests.deploy.helpers import (
+    ALERTS,
+    ALERTS_TEST,
+    PROMETHEUS_CONFIG,
+    alert_rules,
+    metric_objects,
+    promtool,
+    promtool_check_metrics,
+    service_metrics_objects,
+)
 
 
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([tool("promtool"), *args], capture_output=True, text=True, timeout=120, check=False)
+def exercised_exposition(instance: Any) -> str:
+    """The /metrics text of a ``*Metrics`` instance with every metric given one value (one label set
+    each), so every series of the service is in it."""
+    for metric in metric_objects(instance):
+        series = (
+            metric.labels(*(f"x{i}" for i in range(len(metric._labelnames))))
+            if metric._labelnames
+            else metric
+        )
+        if isinstance(series, Counter):
+            series.inc()
+        elif isinstance(series, Gauge):
+            series.set(1.0)
+        elif isinstance(series, Histogram):
+            series.observe(0.01)
+    return generate_latest(instance.registry).decode()
 
 
 def test_promtool_check_config() -> None:
@@ -50,3 +77,22 @@ def test_the_required_alerts_exist() -> None:
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in {"critical", "warning"}, name
         assert rule["annotations"]["summary"], name
+
+
+def test_promtool_check_metrics_catches_a_bad_name() -> None:
+    registry = CollectorRegistry()
+    Gauge("smz_test_requests_total", "A gauge named like a counter", registry=registry).set(1)
+    Gauge("smz_test_latency_milliseconds", "Not the base unit", registry=registry).set(1)
+    problems = " ".join(promtool_check_metrics(generate_latest(registry).decode()))
+    assert "_total" in problems and "seconds" in problems
+
+
+@pytest.mark.parametrize(
+    "module_name", [m for m, _ in service_metrics_objects()], ids=lambda m: m.split(".")[1]
+)
+def test_promtool_check_metrics_is_clean_for_every_service(module_name: str) -> None:
+    (instance,) = [i for m, i in service_metrics_objects() if m == module_name]
+    text = exercised_exposition(instance)
+    for metric in metric_objects(instance):
+        assert f"# TYPE {metric._name}" in text, metric._name  # every metric made it into the text
+    assert promtool_check_metrics(text) == []

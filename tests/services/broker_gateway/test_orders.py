@@ -88,7 +88,9 @@ def _assert_ledger_is_the_backtest(
     assert [{k: t[k] for k in TRADE_LOG_FIELDS} for t in served] == expected
     assert {t["model_version"] for t in served} == {"v-test"}
     pnl = sum(t["pnl_pips"] for t in expected)
-    assert gw.metric("smz_gateway_realized_pnl_pips", instrument="GBPJPY") == pytest.approx(pnl)
+    assert gw.metric(
+        "smz_gateway_realized_pnl_pips", instrument="GBPJPY", account=gw.account
+    ) == pytest.approx(pnl)
 
 
 @pytest.mark.parametrize("reward", REWARDS)
@@ -216,11 +218,15 @@ def test_idempotency_survives_a_restart(
     assert closed["trade"]["pnl_pips"] == pytest.approx(8.0)
 
     with open_gateway(settings) as gw:  # the cumulative metrics come back from the ledger
-        assert gw.metric("smz_gateway_realized_pnl_pips", instrument="GBPJPY") == outcome.trade.pnl_pips
-        assert gw.metric("smz_gateway_trades_total", instrument="GBPJPY", result="win") == 1
-        assert gw.metric("smz_gateway_win_rate", instrument="GBPJPY") == 1
+        per_account = {"instrument": "GBPJPY", "account": gw.account}
+        assert gw.metric("smz_gateway_realized_pnl_pips", **per_account) == outcome.trade.pnl_pips
+        assert gw.metric("smz_gateway_trades_total", **per_account, result="win") == 1
+        # The win rate (wins over trades) is 1: no loss.
+        assert gw.metric("smz_gateway_trades_total", **per_account, result="loss") == 0
+        assert gw.metric("smz_gateway_gross_profit_pips_total", **per_account) == outcome.trade.pnl_pips
+        assert gw.metric("smz_gateway_gross_loss_pips_total", **per_account) == 0
         assert gw.metric("smz_gateway_orders_total", instrument="GBPJPY", action="BUY", status="filled") == 1
-        assert gw.metric("smz_gateway_trade_pnl_pips_count") == 1
+        assert gw.metric("smz_gateway_trade_pnl_pips_count", **per_account) == 1
         (trade,) = gw.get("/v1/trades", instrument="GBPJPY")
         assert trade["model_version"] == "v1" and trade["exit_reason"] == "close"
 

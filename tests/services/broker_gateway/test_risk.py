@@ -58,13 +58,13 @@ def test_daily_loss_limit_stops_entries_for_the_rest_of_the_trading_day(
         refused = gw.order("k5", T0 + 240, 150.05, BUY, step=4)
         assert refused["status"] == "refused" and "daily loss limit" in refused["reason"]
         assert gw.metric("smz_gateway_risk_refusals_total", reason="daily_loss") == 1
-        assert gw.metric("smz_gateway_daily_pnl_pips", instrument="GBPJPY") < -10
+        assert gw.metric("smz_gateway_daily_pnl_pips", instrument="GBPJPY", account=gw.account) < -10
         # Late the same trading day (it ends at 17:00 New York, 22:00 UTC in January), still refused;
         # the next trading day trades again, though the UTC day is the same.
         late = T0 - T0 % DAY + 22 * 3600 - 60
         assert gw.order("k6", late, 150.05, SELL, session_id="s2", step=0)["status"] == "refused"
         assert gw.order("k7", late + 60, 150.05, SELL, session_id="s2", step=1)["status"] == "filled"
-        assert gw.metric("smz_gateway_daily_pnl_pips", instrument="GBPJPY") == 0
+        assert gw.metric("smz_gateway_daily_pnl_pips", instrument="GBPJPY", account=gw.account) == 0
 
 
 def test_daily_loss_limit_is_per_account(

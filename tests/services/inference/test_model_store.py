@@ -40,6 +40,11 @@ def test_loads_the_latest_pointer_and_follows_it(root: Path) -> None:
     assert metrics.registry.get_sample_value("smz_inference_model_info", {"version": "v2"}) == 1
     assert store.require().config.hidden == 32
     assert failures(metrics) == 0
+    # The model's age counts from when the trainer wrote it, not from when this process loaded it.
+    created = metrics.registry.get_sample_value("smz_inference_model_created_timestamp_seconds")
+    loaded = metrics.registry.get_sample_value("smz_inference_model_loaded_timestamp_seconds")
+    assert created == store.require().manifest.created_at.timestamp()
+    assert loaded == store.require().loaded_at and created <= loaded
 
 
 def _corrupt(path: Path) -> None:

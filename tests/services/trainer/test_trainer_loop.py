@@ -111,22 +111,47 @@ def test_two_workers_overlap_selfplay_with_learning_and_resume(db: Path, tmp_pat
     assert second["episodes"] == 16 and second["updates"] == 12
 
 
-def test_prometheus_metrics_are_served(db: Path, tmp_path: Path) -> None:
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def _scrape(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+
+def test_prometheus_metrics_are_served(db: Path, tmp_path: Path) -> None:
+    port = _free_port()
     run_training(
         settings(db, tmp_path / "m", episodes=8).model_copy(update={"metrics_port": port}), FAST, SMALL
     )
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    body = _scrape(port)
     assert "smz_trainer_episodes_total 8.0" in body
     assert "smz_trainer_updates_total 6.0" in body
     for series in (
         'smz_trainer_loss{component="outcome"}',
-        'smz_trainer_selfplay_action_share{action="HOLD"}',
-        'smz_trainer_validation{metric="expectancy_pips"}',
-        "smz_trainer_replay_trade_share",
+        "smz_trainer_weighted_loss",
+        'smz_trainer_selfplay_action_ratio{action="HOLD"}',
+        "smz_trainer_validation_expectancy_pips",
+        'smz_trainer_validation_action_ratio{action="HOLD"}',
+        "smz_trainer_validation_entry_margin",
+        "smz_trainer_replay_trade_ratio",
         "smz_trainer_selfplay_bar_steps_per_second",
         "smz_trainer_updates_per_second",
     ):
         assert series in body, series
+    assert 'component="total"' not in body  # the parts only: the weighted sum is its own gauge
+
+    # A resumed run's counters go on from the checkpoint's counts instead of restarting at 0.
+    resumed_port = _free_port()
+    resumed = run_training(
+        settings(db, tmp_path / "m", episodes=4).model_copy(update={"metrics_port": resumed_port}),
+        FAST,
+        SMALL,
+    )
+    assert resumed["episodes"] == 12
+    body = _scrape(resumed_port)
+    assert "smz_trainer_episodes_total 12.0" in body
+    assert f"smz_trainer_updates_total {float(resumed['updates'])}" in body
+    assert float(resumed["updates"]) > 6

@@ -9,13 +9,12 @@ Flow of one closed bar:
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.bar_checks import check_bar_ts, check_price
 from shared.position import PIPS_PER_REWARD, ClosedTrade
 from shared.reward import DEFAULT_REWARD, N_ACTIONS, reward_name
 from shared.schema import FEATURE_RANGES, FEATURES, N_FEATURES, N_MARKET, SCHEMA_HASH, WINDOW
@@ -24,34 +23,10 @@ WINDOWS_STREAM = "smz:windows"
 POSITIONS_STREAM = "smz:positions"
 INFERENCE_GROUP = "inference"
 
-# Bounds of what a live message may carry. Bars: whole minutes from 2000 on, at most a minute ahead
-# of this machine's clock (a bar is published after it closes, so even a skewed clock stays inside).
-EARLIEST_BAR_TS = 946_684_800  # 2000-01-01 00:00 UTC
-MAX_BAR_AHEAD_SECONDS = 60
-MAX_PRICE = 1e7  # above any quoted instrument's price; keeps every P&L sum finite
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"  # accounts and session ids: they go into Redis keys
 INSTRUMENT_FIELD = Field(min_length=3, max_length=16, pattern=r"^[A-Z0-9]+$")
 _LOW = np.array([lo for lo, _ in FEATURE_RANGES], dtype=np.float32)
 _HIGH = np.array([hi for _, hi in FEATURE_RANGES], dtype=np.float32)
-
-
-def check_bar_ts(ts: int, now: float | None = None) -> int:
-    """A bar's open time as a live message may carry it, or ValueError saying why not."""
-    if ts % 60:
-        raise ValueError(f"bar_ts must be a whole minute (epoch seconds divisible by 60), got {ts}")
-    if ts < EARLIEST_BAR_TS:
-        raise ValueError(f"bar_ts {ts} is before 2000-01-01, not a bar of this market")
-    ahead = ts - (time.time() if now is None else now)
-    if ahead > MAX_BAR_AHEAD_SECONDS:
-        raise ValueError(f"bar_ts {ts} is {ahead:.0f} s in the future (at most {MAX_BAR_AHEAD_SECONDS} s)")
-    return ts
-
-
-def check_price(value: float, name: str = "close") -> float:
-    """A finite positive price below ``MAX_PRICE``, or ValueError."""
-    if not math.isfinite(value) or not 0 < value < MAX_PRICE:
-        raise ValueError(f"{name} must be a finite positive price below {MAX_PRICE:g}, got {value}")
-    return value
 
 
 def position_key(account: str, instrument: str) -> str:

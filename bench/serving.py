@@ -9,7 +9,8 @@ the Redis stream entry ids (millisecond clock of the Redis server).
 
 Targets: p99 at concurrency 1 <= 15 ms; >= 300 decisions/s at concurrency 32; bar-to-order p99 <= 50 ms.
 Prints one JSON line (keys decide_p50_ms_c1, decide_p99_ms_c1, decisions_per_s_c32,
-bar_to_order_p50_ms, bar_to_order_p99_ms).
+bar_to_order_p50_ms, bar_to_order_p99_ms). ``--from-bars``: the decisions at concurrency 1 and 32 are
+asked of the last 151 bars (flat) instead of a window, as an outside client asks them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 import redis
 import torch
 
+from services.inference.client import bar_rows
 from services.inference.settings import InferenceSettings
 from services.jobs.features import run_features
 from services.jobs.ingest import run_ingest
@@ -75,6 +77,21 @@ def _percentile_ms(samples: list[float], q: float) -> float:
 def _bodies(windows: list[list[list[float]]]) -> list[bytes]:
     """Request bodies encoded once, so the clients spend the shared cores on HTTP, not on JSON."""
     return [json.dumps({"instrument": SAMPLE_INSTRUMENT, "window": w}).encode() for w in windows]
+
+
+def _bar_bodies(db: Path, count: int) -> list[bytes]:
+    """Bodies of decisions from bars (flat): the bars up to each bar of the first sessions, of which the
+    client helper sends the 151 a decision needs."""
+    with Store(db, read_only=True) as store:
+        bars = store.load_dataset(SAMPLE_INSTRUMENT).bars
+    out: list[bytes] = []
+    for start in tile_sessions(valid_session_starts(bars.ts)):
+        for i in range(int(start), int(start) + SESSION_BARS):
+            body = {"instrument": SAMPLE_INSTRUMENT, "bars": bar_rows(bars.slice(0, i + 1))}
+            out.append(json.dumps(body).encode())
+            if len(out) == count:
+                return out
+    return out
 
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -166,6 +183,7 @@ def main() -> dict[str, object]:
     parser.add_argument("--seconds", type=float, default=15.0, help="duration at concurrency 32")
     parser.add_argument("--bars", type=int, default=1080, help="bars replayed for bar-to-order")
     parser.add_argument("--threads", type=int, default=1, help="search threads of the inference service")
+    parser.add_argument("--from-bars", action="store_true", help="decisions of 151 bars instead of windows")
     parser.add_argument(
         "--c32-client",
         choices=("auto", "wrk", "python"),
@@ -205,7 +223,7 @@ def main() -> dict[str, object]:
         end=datetime.fromtimestamp(int(ts[first + args.bars - 1]) + 60, UTC).isoformat(),
         inference_threads=args.threads,
     )
-    bodies = _bodies(_windows(db, 512))
+    bodies = _bar_bodies(db, 512) if args.from_bars else _bodies(_windows(db, 512))
     client = redis.Redis.from_url(config.redis_url)
     stack = LiveStack(config)
     try:
@@ -234,6 +252,7 @@ def main() -> dict[str, object]:
         "bench": "serving",
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "inference_threads": args.threads,
+        "request": "bars" if args.from_bars else "window",
         "search_workers": InferenceSettings.model_fields["search_workers"].default,
         "decide_p50_ms_c1": _percentile_ms(c1, 50),
         "decide_p99_ms_c1": _percentile_ms(c1, 99),

@@ -2,6 +2,8 @@
 
 It reproduces ``shared.features.market_features`` (the source of truth) to within floating-point
 rounding of the transcendental functions; warm it up on history and it continues the batch values.
+``MarketWindow`` keeps the last 32 rows and makes the observation window of a position: the feature
+builder keeps one per instrument, a decision from bars (``shared.decision_bars``) builds one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ import numpy as np
 
 from shared.features import EPOCH_TO_MONDAY_SECONDS, SECONDS_PER_DAY, SECONDS_PER_WEEK
 from shared.instruments import pip_size
-from shared.schema import MOMENTUM_LONG, MOMENTUM_SHORT, N_MARKET, PRICE_CHANGE_SCALE_PIPS, RANGE_BARS
+from shared.position import PositionState
+from shared.schema import (
+    MOMENTUM_LONG,
+    MOMENTUM_SHORT,
+    N_FEATURES,
+    N_MARKET,
+    PRICE_CHANGE_SCALE_PIPS,
+    RANGE_BARS,
+    WINDOW,
+)
 
 
 class RollingExtremum:
@@ -99,3 +110,30 @@ class LiveMarketFeatures:
         out[7] = math.cos(hour)
         out[8] = math.sin(hour)
         return out
+
+
+class MarketWindow:
+    """The market features of the last ``WINDOW`` closed bars of one instrument, as float32 rows."""
+
+    def __init__(self, instrument: str) -> None:
+        self.instrument = instrument
+        self.features = LiveMarketFeatures(instrument)
+        self.rows: deque[np.ndarray] = deque(maxlen=WINDOW)
+
+    def push(self, ts: int, high: float, low: float, close: float) -> None:
+        """The next closed bar (after the last one pushed)."""
+        self.rows.append(self.features.update(ts, high, low, close).astype(np.float32))
+
+    def observation(self, position: PositionState) -> np.ndarray:
+        """The (32, 15) float32 window of the last bar: the market rows, and the 6 columns of
+        ``position`` (marked at that bar's close) on every row."""
+        if len(self.rows) < WINDOW:
+            raise RuntimeError(
+                f"{self.instrument}: only {len(self.rows)} feature rows for a {WINDOW}-row window"
+            )
+        window = np.empty((WINDOW, N_FEATURES), dtype=np.float32)
+        window[:, :N_MARKET] = np.stack(self.rows)
+        # + 0.0 turns a -0.0 (a flat state's leftover negative trackers times 0) into the +0.0 that the
+        # backtest's windows hold for flat rows: bit-identical windows, same values.
+        window[:, N_MARKET:] = position.features() + np.float32(0.0)
+        return window

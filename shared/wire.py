@@ -9,49 +9,46 @@ Flow of one closed bar:
 
 from __future__ import annotations
 
-import math
 import time
-from typing import Literal
+from datetime import datetime
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+from shared.bar_checks import check_bar_ts, check_price
+from shared.decision_bars import DECISION_BARS, MAX_DECISION_BARS, HeldPosition, window_from_bars
 from shared.position import PIPS_PER_REWARD, ClosedTrade
 from shared.reward import DEFAULT_REWARD, N_ACTIONS, reward_name
-from shared.schema import FEATURE_RANGES, FEATURES, N_FEATURES, N_MARKET, SCHEMA_HASH, WINDOW
+from shared.schema import (
+    FEATURE_RANGES,
+    FEATURES,
+    N_FEATURES,
+    N_MARKET,
+    SCHEMA_HASH,
+    SCHEMA_VERSION,
+    WARMUP_BARS,
+    WINDOW,
+)
+from shared.trading.rules import SIDE_NAMES
 
 WINDOWS_STREAM = "smz:windows"
 POSITIONS_STREAM = "smz:positions"
 INFERENCE_GROUP = "inference"
 
-# Bounds of what a live message may carry. Bars: whole minutes from 2000 on, at most a minute ahead
-# of this machine's clock (a bar is published after it closes, so even a skewed clock stays inside).
-EARLIEST_BAR_TS = 946_684_800  # 2000-01-01 00:00 UTC
-MAX_BAR_AHEAD_SECONDS = 60
-MAX_PRICE = 1e7  # above any quoted instrument's price; keeps every P&L sum finite
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"  # accounts and session ids: they go into Redis keys
 INSTRUMENT_FIELD = Field(min_length=3, max_length=16, pattern=r"^[A-Z0-9]+$")
 _LOW = np.array([lo for lo, _ in FEATURE_RANGES], dtype=np.float32)
 _HIGH = np.array([hi for _, hi in FEATURE_RANGES], dtype=np.float32)
-
-
-def check_bar_ts(ts: int, now: float | None = None) -> int:
-    """A bar's open time as a live message may carry it, or ValueError saying why not."""
-    if ts % 60:
-        raise ValueError(f"bar_ts must be a whole minute (epoch seconds divisible by 60), got {ts}")
-    if ts < EARLIEST_BAR_TS:
-        raise ValueError(f"bar_ts {ts} is before 2000-01-01, not a bar of this market")
-    ahead = ts - (time.time() if now is None else now)
-    if ahead > MAX_BAR_AHEAD_SECONDS:
-        raise ValueError(f"bar_ts {ts} is {ahead:.0f} s in the future (at most {MAX_BAR_AHEAD_SECONDS} s)")
-    return ts
-
-
-def check_price(value: float, name: str = "close") -> float:
-    """A finite positive price below ``MAX_PRICE``, or ValueError."""
-    if not math.isfinite(value) or not 0 < value < MAX_PRICE:
-        raise ValueError(f"{name} must be a finite positive price below {MAX_PRICE:g}, got {value}")
-    return value
 
 
 def position_key(account: str, instrument: str) -> str:
@@ -103,14 +100,83 @@ def check_window(window: np.ndarray) -> np.ndarray:
     return w
 
 
+def _bar_time(value: object) -> object:
+    """An ISO-8601 time with its UTC offset (or an aware datetime) as epoch seconds; anything else goes
+    on to the int check (epoch seconds are a JSON number, not a string)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)  # a ValueError says the text is not a time
+    if not isinstance(value, datetime):
+        return value
+    if value.tzinfo is None:
+        raise ValueError(f"time {value.isoformat()} has no UTC offset: add 'Z' or '+00:00' (bars are UTC)")
+    seconds = value.timestamp()
+    if seconds != int(seconds):
+        raise ValueError(f"time {value.isoformat()!r} is not a whole second")
+    return int(seconds)
+
+
+BarTime = Annotated[
+    int,
+    BeforeValidator(_bar_time),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string", "format": "date-time"}],
+            "description": "a bar's open time: epoch seconds, or ISO-8601 with its UTC offset",
+        }
+    ),
+]
+
+
+class OhlcBar(BaseModel):
+    """One closed 1-minute bid bar of a decision request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ts: BarTime
+    open: float
+    high: float
+    low: float
+    close: float
+
+
+SideName = Literal["flat", "long", "short"]
+_SIDES = {name: side for side, name in SIDE_NAMES.items()}
+
+
+class HeldPositionIn(BaseModel):
+    """The position held when the last bar closed (``shared.decision_bars.HeldPosition``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    side: SideName = "flat"
+    entry_ts: BarTime | None = Field(None, description="open time of the bar at whose close it was entered")
+    entry_price: float | None = Field(None, description="its entry price; default: that bar's close")
+    spread_pips: float | None = Field(
+        None, ge=0, le=1000, allow_inf_nan=False, description="round-trip cost; default: the instrument's"
+    )
+
+    def held(self) -> HeldPosition:
+        return HeldPosition(_SIDES[self.side], self.entry_ts, self.entry_price, self.spread_pips)
+
+
 class DecisionRequest(BaseModel):
-    """``POST /v1/decisions``: one window of one instrument."""
+    """``POST /v1/decisions``: one instrument, and either its observation window or its recent bars
+    and the position held (the service then computes the window as the live feature builder does)."""
 
     model_config = ConfigDict(extra="forbid")
 
     instrument: str = INSTRUMENT_FIELD
-    window: list[list[float]] = Field(description=f"{WINDOW} rows (oldest first) x {N_FEATURES} features")
+    window: list[list[float]] | None = Field(
+        None, description=f"{WINDOW} rows (oldest first) x {N_FEATURES} features"
+    )
+    bars: Annotated[list[OhlcBar], Field(max_length=MAX_DECISION_BARS)] | None = Field(
+        None,
+        description=f"instead of a window: the last {DECISION_BARS} to {MAX_DECISION_BARS} closed 1-minute "
+        f"bid bars, oldest first (the bar decided on and {WARMUP_BARS} bars of gap-free history)",
+    )
+    position: HeldPositionIn | None = Field(None, description="with bars: the position held (default flat)")
     schema_hash: str = Field(SCHEMA_HASH, max_length=64, description="feature schema hash of the window")
+    _observation: np.ndarray | None = PrivateAttr(None)
 
     @field_validator("schema_hash")
     @classmethod
@@ -121,7 +187,9 @@ class DecisionRequest(BaseModel):
 
     @field_validator("window")
     @classmethod
-    def _valid_window(cls, value: list[list[float]]) -> list[list[float]]:
+    def _valid_window(cls, value: list[list[float]] | None) -> list[list[float]] | None:
+        if value is None:
+            return None
         if len(value) != WINDOW or any(len(row) != N_FEATURES for row in value):
             lengths = sorted({len(row) for row in value})
             raise ValueError(
@@ -129,6 +197,29 @@ class DecisionRequest(BaseModel):
             )
         check_window(np.asarray(value))
         return value
+
+    @model_validator(mode="after")
+    def _window_or_bars(self) -> DecisionRequest:
+        if (self.window is None) == (self.bars is None):
+            raise ValueError("give exactly one of window (the observation) or bars (the last 1-minute bars)")
+        if self.bars is None:
+            if self.position is not None:
+                raise ValueError("position goes with bars: a window holds its position in columns 9-14")
+            return self
+        held = HeldPosition() if self.position is None else self.position.held()
+        self._observation = check_window(window_from_bars(self.instrument, self.bars, held, time.time()))
+        return self
+
+    def observation(self) -> np.ndarray:
+        """The (32, 15) float32 window to decide on: the one given, or the one made of the bars."""
+        if self._observation is not None:
+            return self._observation
+        return check_window(np.asarray(self.window))
+
+    @property
+    def bar_ts(self) -> int | None:
+        """The bar decided on, for a request of bars."""
+        return None if self.bars is None else self.bars[-1].ts
 
 
 RewardName = Literal["equity", "amddp1"]
@@ -158,6 +249,10 @@ class Decision(BaseModel):
     # The reward the model was trained with (its manifest's), which the gateway computes for its orders.
     reward: RewardName = DEFAULT_REWARD
     pips_per_reward: float = PIPS_PER_REWARD
+    # The feature schema of the window decided on (a decision from bars computed it under this one).
+    schema_version: int = SCHEMA_VERSION
+    schema_hash: str = SCHEMA_HASH
+    bar_ts: int | None = None  # the bar decided on, for a decision from bars
 
 
 class WindowMessage(BaseModel):

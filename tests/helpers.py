@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import socket
 import uuid
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
+import numpy as np
 
 from services.jobs.stack import StackConfig
 from services.trainer.settings import TrainerSettings
+from shared.bars import Bars
+from shared.ingest import parse_bars
+
+REPO = Path(__file__).resolve().parents[1]
+GBPJPY_SAMPLE = REPO / "data" / "sample" / "HISTDATA_COM_ASCII_GBPJPY_M1_2017-01-sample.zip"
 
 
 def free_port() -> int:
@@ -25,6 +32,16 @@ def free_port() -> int:
 def iso(ts: int) -> str:
     """ISO-8601 UTC of epoch seconds."""
     return datetime.fromtimestamp(ts, UTC).isoformat()
+
+
+def gbpjpy_sample() -> Bars:
+    """The three-week real GBPJPY sample shipped in the repo, sorted by time."""
+    with zipfile.ZipFile(GBPJPY_SAMPLE) as archive:
+        member = next(name for name in archive.namelist() if name.endswith(".csv"))
+        parsed = parse_bars(archive.read(member), source=member)
+    order = np.argsort(parsed.ts, kind="stable")
+    cols = (parsed.open, parsed.high, parsed.low, parsed.close, parsed.volume)
+    return Bars("GBPJPY", parsed.ts[order], *(c[order] for c in cols))
 
 
 def isolated_stack_config(

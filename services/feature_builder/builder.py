@@ -1,7 +1,7 @@
 """Closed bars in, windows out: the feature builder's logic, free of Redis (adapters are injected).
 
-Per instrument (``InstrumentState``): the bar-by-bar market features (``LiveMarketFeatures``), a ring of
-the last 32 rows of them as float32, the session clock and the last published window. For each live
+Per instrument (``InstrumentState``): the bar-by-bar market features and the last 32 rows of them
+(``shared.live_features.MarketWindow``), the session clock and the last published window. For each live
 closed bar (``FeatureBuilder.on_bar``):
 
 1. validate it (``validation.validate_bar``); a rejected bar is counted, logged and changes nothing;
@@ -10,7 +10,7 @@ closed bar (``FeatureBuilder.on_bar``):
 4. if the bar is tradeable: take the position it starts from (flat at step 0; otherwise the gateway's
    state as of the previous window's bar, waiting for it if needed), mark it at the bar's close
    (``PositionState.marked``), and publish the window: 32 rows of market features, the 6 position
-   columns on every row.
+   columns on every row (``MarketWindow.observation``, which a decision from bars uses too).
 
 The cursor of the positions stream is taken before a window is published, so the wait for that
 window's position (at the next bar) reads every message the gateway wrote after it.
@@ -21,20 +21,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-import numpy as np
-
 from services.feature_builder.metrics import FeatureBuilderMetrics
 from services.feature_builder.validation import BarLimits, LiveBar, validate_bar
 from shared.instruments import DEFAULT_SPREAD_PIPS, pip_size
-from shared.live_features import LiveMarketFeatures
+from shared.live_features import MarketWindow
 from shared.position import PositionState
-from shared.schema import N_FEATURES, N_MARKET, WINDOW
 from shared.session_clock import BarSlot, SessionClock
 from shared.wire import PositionMessage, WindowMessage, check_window
 
@@ -86,8 +83,7 @@ class PublishedWindow:
 class InstrumentState:
     instrument: str
     pip: float = field(init=False)
-    features: LiveMarketFeatures = field(init=False)
-    ring: deque[np.ndarray] = field(init=False)  # the last WINDOW rows of market features, float32
+    market: MarketWindow = field(init=False)  # the features, and the last 32 rows of them
     clock: SessionClock = field(default_factory=SessionClock)
     last_ts: int | None = None  # the last accepted bar (history or live)
     last_close: float | None = None
@@ -105,21 +101,12 @@ class InstrumentState:
 
     def __post_init__(self) -> None:
         self.pip = pip_size(self.instrument)
-        self.features = LiveMarketFeatures(self.instrument)
-        self.ring = deque(maxlen=WINDOW)
+        self.market = MarketWindow(self.instrument)
 
     def push(self, bar: LiveBar) -> None:
-        """A validated bar: its market features join the ring."""
-        row = self.features.update(bar.ts, bar.high, bar.low, bar.close)
-        self.ring.append(row.astype(np.float32))
+        """A validated bar: its market features join the window's rows."""
+        self.market.push(bar.ts, bar.high, bar.low, bar.close)
         self.last_ts, self.last_close = bar.ts, bar.close
-
-    def market_window(self) -> np.ndarray:
-        if len(self.ring) < WINDOW:
-            raise RuntimeError(
-                f"{self.instrument}: only {len(self.ring)} feature rows for a {WINDOW}-row window"
-            )
-        return np.stack(self.ring)
 
 
 class FeatureBuilder:
@@ -264,12 +251,7 @@ class FeatureBuilder:
         return message
 
     def _publish_window(self, st: InstrumentState, bar: LiveBar, slot: BarSlot) -> WindowMessage:
-        position = self._position_before(st, slot).marked(bar.close, slot.step)
-        window = np.empty((WINDOW, N_FEATURES), dtype=np.float32)
-        window[:, :N_MARKET] = st.market_window()
-        # + 0.0 turns a -0.0 (a flat state's leftover negative trackers times 0) into the +0.0 that the
-        # backtest's windows hold for flat rows: bit-identical windows, same values.
-        window[:, N_MARKET:] = position.features() + np.float32(0.0)
+        window = st.market.observation(self._position_before(st, slot).marked(bar.close, slot.step))
         check_window(window)
         cursor = self.positions.cursor()  # before publishing: the answer to this window comes after it
         message = WindowMessage(

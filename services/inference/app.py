@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -25,7 +24,7 @@ from services.inference.metrics import InferenceMetrics
 from services.inference.model_store import ModelStore, NoModelError
 from services.inference.settings import BACKEND, InferenceSettings
 from services.inference.stream_worker import StreamWorker
-from shared.wire import Decision, DecisionRequest, check_window
+from shared.wire import Decision, DecisionRequest
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +133,22 @@ def _add_decision_route(app: FastAPI, service: InferenceService) -> None:
         "/v1/decisions",
         response_model=Decision,
         responses={
-            422: {"description": "Malformed window or foreign feature schema; 'message' says what"},
+            422: {
+                "description": "Malformed window or bars (the message names the row), a bad position "
+                "or a foreign feature schema; 'message' says what"
+            },
             401: {"description": "Missing or wrong bearer token (when SMZ_INFERENCE_TOKEN is set)"},
             413: {"description": "Body over SMZ_INFERENCE_MAX_BODY_BYTES"},
             503: {"description": "No verified model is loaded yet, or too many decisions wait (Retry-After)"},
         },
     )
     async def decide(body: DecisionRequest) -> Decision:
-        """The serving search over one window: action, visit policy, root value, outcome probabilities."""
+        """The serving search over one window, given or made of recent bars and the position held (as
+        the live feature builder makes it): action, visit policy, root value, outcome probabilities."""
         started = time.perf_counter()
         if service.store.current() is None:
             raise _unavailable(f"no verified model loaded yet ({service.store.last_error or 'loading'})")
-        window = check_window(np.asarray(body.window))  # validated already; as float32
+        window = body.observation()  # validated already; as float32
         try:
             decision = await service.batcher.decide(body.instrument, window, sheddable=True)
         except OverloadedError as exc:
@@ -156,7 +159,7 @@ def _add_decision_route(app: FastAPI, service: InferenceService) -> None:
             raise _unavailable(str(exc)) from exc
         metrics.decision(body.instrument, decision.action, "rest")
         metrics.request_seconds.observe(time.perf_counter() - started)
-        return decision
+        return decision if body.bars is None else decision.model_copy(update={"bar_ts": body.bar_ts})
 
 
 def _add_status_routes(app: FastAPI, settings: InferenceSettings, service: InferenceService) -> None:

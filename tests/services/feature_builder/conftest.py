@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +16,12 @@ import redis
 
 from services.jobs.ingest import run_ingest
 from shared.bars import Bars
-from shared.ingest import parse_bars
 from shared.position import PositionState
 from shared.reward import Action
 from shared.wire import PositionMessage, WindowMessage, position_key
+from tests.helpers import GBPJPY_SAMPLE as SAMPLE
+from tests.helpers import gbpjpy_sample as sample_bars
 
-REPO = Path(__file__).resolve().parents[3]
-SAMPLE = REPO / "data" / "sample" / "HISTDATA_COM_ASCII_GBPJPY_M1_2017-01-sample.zip"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -35,12 +33,7 @@ def sample_zip() -> Path:
 @pytest.fixture(scope="session")
 def gbpjpy_sample() -> Bars:
     """The three-week real GBPJPY sample shipped in the repo, sorted by time."""
-    with zipfile.ZipFile(SAMPLE) as archive:
-        member = next(name for name in archive.namelist() if name.endswith(".csv"))
-        parsed = parse_bars(archive.read(member), source=member)
-    order = np.argsort(parsed.ts, kind="stable")
-    cols = (parsed.open, parsed.high, parsed.low, parsed.close, parsed.volume)
-    return Bars("GBPJPY", parsed.ts[order], *(c[order] for c in cols))
+    return sample_bars()
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ from services.feature_builder.main import build_source, main
 from services.feature_builder.settings import FeatureBuilderSettings
 from shared.bars import Bars
 from shared.wire import POSITIONS_STREAM, WINDOWS_STREAM
-from tests.helpers import free_port, iso
-from tests.services.feature_builder.conftest import REDIS_URL, REPO, Gateway, Names, stream_messages
+from tests.helpers import REPO, free_port, iso
+from tests.services.feature_builder.conftest import REDIS_URL, Gateway, Names, stream_messages
 
 START = 1000
 

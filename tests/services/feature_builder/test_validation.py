@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from services.feature_builder.validation import REJECT_REASONS, BarLimits, LiveBar, validate_bar
+from services.feature_builder.validation import BarLimits, LiveBar, validate_bar
+from shared.bar_checks import REJECT_REASONS
 
 GOOD = LiveBar("GBPJPY", 1_483_430_400, 144.790, 144.809, 144.762, 144.774, 0.0)
 LAST = GOOD.ts - 60

@@ -174,7 +174,7 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
     )
     install_error_handlers(app)
     app.state.gateway = gateway
-    token = settings.token.get_secret_value().encode()
+    token = settings.shared.gateway_token.get_secret_value().encode()
     admin = settings.admin_secret.encode()
     app.state.token, app.state.admin_token = token, admin
 

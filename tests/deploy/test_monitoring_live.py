@@ -289,7 +289,7 @@ def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> Non
             prometheus.wait(timeout=5)
         prometheus_log.close()
         redis.Redis.from_url(REDIS_URL).delete(
-            config.windows_stream,
-            config.positions_stream,
-            position_key(config.account, SAMPLE_INSTRUMENT),
+            config.shared.windows_stream,
+            config.shared.positions_stream,
+            position_key(config.shared.account, SAMPLE_INSTRUMENT),
         )

@@ -41,6 +41,7 @@ from services.jobs.features import run_features
 from services.jobs.ingest import run_ingest
 from services.jobs.stack import LiveStack, StackConfig
 from services.jobs.up import SAMPLE, SAMPLE_INSTRUMENT
+from services.settings import SharedSettings
 from shared.env import MarketData, TradingEnv
 from shared.model.checkpoint import save_checkpoint
 from shared.model.checkpoint_root import write_pointer
@@ -164,19 +165,19 @@ def bench_concurrent_wrk(
 def bar_to_order(client: redis.Redis, config: StackConfig) -> list[float]:
     """Seconds from each window's entry to its position's entry, by bar timestamp."""
     published: dict[int, int] = {}
-    for entry_id, fields in client.xrange(config.windows_stream):
+    for entry_id, fields in client.xrange(config.shared.windows_stream):
         msg = WindowMessage.model_validate_json(fields[b"data"])
         if msg.kind == "window":
             published[msg.bar_ts] = int(entry_id.split(b"-")[0])
     delays = []
-    for entry_id, fields in client.xrange(config.positions_stream):
+    for entry_id, fields in client.xrange(config.shared.positions_stream):
         msg = PositionMessage.model_validate_json(fields[b"data"])
-        if msg.account == config.account and msg.as_of_bar_ts in published:
+        if msg.account == config.shared.account and msg.as_of_bar_ts in published:
             delays.append((int(entry_id.split(b"-")[0]) - published[msg.as_of_bar_ts]) / 1000.0)
     return delays
 
 
-def main() -> dict[str, object]:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoint", type=Path, help="checkpoint root (default: random weights)")
     parser.add_argument("--requests", type=int, default=500, help="sequential requests at concurrency 1")
@@ -191,11 +192,13 @@ def main() -> dict[str, object]:
         help="load at concurrency 32: wrk (apt-get install wrk), 32 Python threads, or wrk if found",
     )
     args = parser.parse_args()
-    c32_client = args.c32_client
-    if c32_client == "auto":
-        c32_client = "wrk" if shutil.which("wrk") else "python"
+    if args.c32_client == "auto":
+        args.c32_client = "wrk" if shutil.which("wrk") else "python"
+    return args
 
-    tmp = Path(tempfile.mkdtemp(prefix="smz-bench-serving-"))
+
+def _stack_config(args: argparse.Namespace, tmp: Path) -> StackConfig:
+    """The sample's data and a checkpoint in ``tmp``; a stack on free ports, streams of its own."""
     db = tmp / "sample.duckdb"
     run_ingest([SAMPLE], instrument=SAMPLE_INSTRUMENT, db=db)
     run_features(db, SAMPLE_INSTRUMENT)
@@ -208,23 +211,33 @@ def main() -> dict[str, object]:
         ts = store.load_dataset(SAMPLE_INSTRUMENT).bars.ts
     first = int(tile_sessions(valid_session_starts(ts))[0])
     run_id = uuid.uuid4().hex[:8]
-    config = StackConfig(
+    return StackConfig(
         db=db,
         instrument=SAMPLE_INSTRUMENT,
         checkpoint_dir=root,
         run_dir=tmp / "live",
+        shared=SharedSettings(
+            account=f"bench-{run_id}",
+            windows_stream=f"smz:bench:{run_id}:windows",
+            positions_stream=f"smz:bench:{run_id}:positions",
+        ),
         inference_port=_free_port(),
         gateway_port=_free_port(),
         feature_builder_metrics_port=_free_port(),
-        account=f"bench-{run_id}",
-        windows_stream=f"smz:bench:{run_id}:windows",
-        positions_stream=f"smz:bench:{run_id}:positions",
         start=datetime.fromtimestamp(int(ts[first]), UTC).isoformat(),
         end=datetime.fromtimestamp(int(ts[first + args.bars - 1]) + 60, UTC).isoformat(),
         inference_threads=args.threads,
     )
+
+
+def main() -> dict[str, object]:
+    args = _arguments()
+    c32_client = args.c32_client
+    tmp = Path(tempfile.mkdtemp(prefix="smz-bench-serving-"))
+    config = _stack_config(args, tmp)
+    db = config.db
     bodies = _bar_bodies(db, 512) if args.from_bars else _bodies(_windows(db, 512))
-    client = redis.Redis.from_url(config.redis_url)
+    client = redis.Redis.from_url(config.shared.redis_url)
     stack = LiveStack(config)
     try:
         stack.ensure_redis()
@@ -247,7 +260,7 @@ def main() -> dict[str, object]:
         delays = bar_to_order(client, config)
     finally:
         stack.stop()
-        client.delete(config.windows_stream, config.positions_stream)
+        client.delete(config.shared.windows_stream, config.shared.positions_stream)
     result: dict[str, object] = {
         "bench": "serving",
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",

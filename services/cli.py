@@ -250,11 +250,24 @@ class RewardName(StrEnum):
     amddp1 = "amddp1"
 
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML config file (docs/CONFIG.md): a \\[shared] table and one per service (\\[trainer], "
+        "\\[training], \\[model], \\[gateway], \\[inference], \\[feature_builder]). Default: "
+        "$SMZ_CONFIG. Precedence: option > environment variable > file > default.",
+    ),
+]
+
+
 @app.command()
 def train(
-    db: DbOption,
-    instrument: InstrumentOption,
-    out: Annotated[Path, typer.Option("--out", help="Checkpoint directory (resumes from its latest).")],
+    db: Annotated[Path | None, typer.Option("--db", help="DuckDB file holding the data set.")] = None,
+    instrument: Annotated[str | None, typer.Option("--instrument", help="Instrument, e.g. GBPJPY.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Checkpoint directory (resumes from its latest).")
+    ] = None,
     minutes: Annotated[float | None, typer.Option(help="Train for this many minutes.")] = None,
     episodes: Annotated[int | None, typer.Option(help="Train for this many more episodes.")] = None,
     workers: Annotated[
@@ -264,85 +277,28 @@ def train(
             "(default 1)."
         ),
     ] = None,
-    sessions_per_round: Annotated[
-        int | None, typer.Option(help="Self-play sessions stepped together (default 64).")
-    ] = None,
-    updates_per_round: Annotated[
-        int | None,
-        typer.Option(help="Learner updates per round, per --sessions-per-round episodes (default 128)."),
-    ] = None,
-    validate_every: Annotated[
-        int | None, typer.Option(help="Episodes between validations (default 512).")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of a fresh run (default 0).")] = None,
     recipe: Annotated[
         RecipeName | None,
         typer.Option(
-            help="Defaults of the options below: equity (the recipe that learns; docs/TRAINING.md) or "
-            "seed (the original design's values, which do not learn); default equity. An option given wins."
+            help="Defaults of the training configuration: equity (the recipe that learns; docs/TRAINING.md) "
+            "or seed (the original design's values, which do not learn). Default: equity."
         ),
-    ] = None,
-    temperature_decay_episodes: Annotated[
-        int | None,
-        typer.Option(help="Episodes over which the visit temperature falls (equity 3,000; seed 50,000)."),
-    ] = None,
-    initial_temperature: Annotated[
-        float | None, typer.Option(help="Visit temperature of the first episode (equity 1; seed 10).")
-    ] = None,
-    final_temperature: Annotated[
-        float | None, typer.Option(help="Visit temperature once the decay is over (equity 0.25; seed 1).")
-    ] = None,
-    td_steps: Annotated[
-        int | None, typer.Option(help="n of the n-step value target (equity 30; seed 10).")
-    ] = None,
-    validation_sessions: Annotated[
-        int | None, typer.Option(help="Validation sessions per validation, at most (default 64).")
     ] = None,
     reward: Annotated[
         RewardName | None,
         typer.Option(
-            help="Reward of self-play: equity (equity change per step / 10 pips) or amddp1 (the seed's; "
-            "docs/TRAINING.md). Default: the recipe's (equity; seed: amddp1)."
+            help="Reward of self-play: equity (equity change per step / 10 pips) or amddp1 (the seed's). "
+            "Default: the recipe's."
         ),
     ] = None,
-    event_share: Annotated[
-        float | None,
-        typer.Option(
-            help="Share of each batch unrolled from just before a BUY, SELL or CLOSE (equity 0.5; seed 0)."
-        ),
-    ] = None,
-    policy_weight: Annotated[
-        float | None, typer.Option(help="Weight of the policy loss (equity 0; seed 0.25).")
-    ] = None,
-    explore_in_position: Annotated[
-        float | None,
-        typer.Option(
-            help="Share of self-play's decisions in a position that explore with root noise and "
-            "temperature (equity 0.03; seed 1, every one); the rest act greedily."
-        ),
-    ] = None,
-    hidden: Annotated[
-        int | None,
-        typer.Option(help="Hidden size of a fresh run's networks (default 256; the demo's small model: 64)."),
-    ] = None,
-    tcn_channels: Annotated[
-        int | None,
-        typer.Option(help="TCN channels of a fresh run's representation (default 48; small: 16)."),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            help="TOML file: a \\[trainer] table of these settings and a \\[training] table of the training "
-            "configuration (recipe included). Precedence: option > SMZ_TRAINER_* variable > file > default.",
-        ),
-    ] = None,
+    config: ConfigOption = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
             "--set",
-            help="KEY=VALUE of the training configuration (any field of shared.training.config."
-            "TrainingConfig, e.g. --set batch_size=128); repeatable; wins over the file and the options.",
+            help="KEY=VALUE, repeatable: any field of the trainer settings (sessions_per_round=128), the "
+            "training configuration (td_steps=10) or a fresh run's model (hidden=64); checked, and wins "
+            "over the options above. docs/TRAINING.md lists them.",
         ),
     ] = None,
 ) -> None:
@@ -354,46 +310,17 @@ def train(
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _terminate)
-    from services.trainer.settings import TrainerSettings
+    from services.settings import config_file_from
+    from services.trainer.settings import training_run_from
     from services.trainer.worker import run_training
 
+    options = {"db": db, "instrument": instrument, "out": out, "minutes": minutes, "episodes": episodes}
+    options |= {"workers": workers, "reward": reward.value if reward is not None else None}
     try:
-        settings = TrainerSettings.load(
-            config,
-            db=db,
-            instrument=instrument,
-            out=out,
-            minutes=minutes,
-            episodes=episodes,
-            workers=workers,
-            sessions_per_round=sessions_per_round,
-            updates_per_round=updates_per_round,
-            validate_every=validate_every,
-            validation_sessions=validation_sessions,
-            seed=seed,
+        run = training_run_from(
+            config_file_from(config), options, recipe.value if recipe else None, set_ or []
         )
-        from services.trainer.settings import training_from
-
-        given = {
-            "temperature_decay_episodes": temperature_decay_episodes,
-            "initial_temperature": initial_temperature,
-            "final_temperature": final_temperature,
-            "td_steps": td_steps,
-            "reward": reward.value if reward is not None else None,
-            "event_share": event_share,
-            "policy_weight": policy_weight,
-            "explore_in_position": explore_in_position,
-        }
-        config_model = training_from(
-            config_file=config,
-            recipe=recipe.value if recipe is not None else None,
-            options={k: v for k, v in given.items() if v is not None},
-            assignments=set_ or [],
-        )
-        from shared.model.config import ModelConfig
-
-        sizes = {k: v for k, v in {"hidden": hidden, "tcn_channels": tcn_channels}.items() if v is not None}
-        summary = run_training(settings, config_model, ModelConfig(**sizes) if sizes else None)
+        summary = run_training(run.settings, run.training, run.model)
     except (LookupError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -409,13 +336,14 @@ class LiveService(StrEnum):
 @app.command()
 def serve(
     service: Annotated[LiveService, typer.Argument(help="Which live service to run.")],
+    config: ConfigOption = None,
 ) -> None:
-    """Run one live service until Ctrl-C or SIGTERM; settings come from SMZ_* environment variables
-    (docs/LIVE.md lists them)."""
+    """Run one live service until Ctrl-C or SIGTERM; settings come from SMZ_* environment variables and
+    the config file (docs/CONFIG.md)."""
     import importlib
 
     module = importlib.import_module(f"services.{service.value.replace('-', '_')}.main")
-    module.main()
+    module.main(config)
 
 
 @app.command()

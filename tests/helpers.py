@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 
 from services.jobs.stack import StackConfig
+from services.settings import SharedSettings
 from services.trainer.settings import TrainerSettings
 from shared.bars import Bars
 from shared.ingest import parse_bars
@@ -48,21 +49,26 @@ def isolated_stack_config(
     tmp_path: Path, db: Path, instrument: str, checkpoint_dir: Path, name: str, **settings: Any
 ) -> StackConfig:
     """A live stack that shares nothing with another run on this machine: free ports, and a token,
-    account, streams and consumer of its own (``name``-<random>). ``settings`` adds or overrides."""
+    account, streams and consumer of its own (``name``-<random>). ``settings`` adds or overrides (a
+    field of the shared block goes into it)."""
     run_id = uuid.uuid4().hex[:8]
+    shared: dict[str, Any] = {
+        "redis_url": "redis://127.0.0.1:6379/0",
+        "gateway_token": f"token-{run_id}",
+        "account": f"{name}-{run_id}",
+        "windows_stream": f"smz:test:{run_id}:windows",
+        "positions_stream": f"smz:test:{run_id}:positions",
+    }
+    shared |= {k: settings.pop(k) for k in list(settings) if k in SharedSettings.model_fields}
     fields: dict[str, Any] = {
         "db": db,
         "instrument": instrument,
         "checkpoint_dir": checkpoint_dir,
         "run_dir": tmp_path / "live",
-        "redis_url": "redis://127.0.0.1:6379/0",
+        "shared": SharedSettings(**shared),
         "inference_port": free_port(),
         "gateway_port": free_port(),
         "feature_builder_metrics_port": free_port(),
-        "token": f"token-{run_id}",
-        "account": f"{name}-{run_id}",
-        "windows_stream": f"smz:test:{run_id}:windows",
-        "positions_stream": f"smz:test:{run_id}:positions",
         "consumer": f"inference-{run_id}",
     }
     return StackConfig(**{**fields, **settings})
@@ -90,7 +96,7 @@ def live_trades(config: StackConfig) -> list[dict[str, Any]]:
     """Every trade of the stack's account, from the gateway's API, oldest first."""
     return httpx.get(
         f"{config.gateway_url}/v1/trades",
-        params={"account": config.account, "limit": 100_000},
+        params={"account": config.shared.account, "limit": 100_000},
         headers={"Authorization": f"Bearer {config.token}"},
         timeout=10,
     ).json()
@@ -102,7 +108,7 @@ def ledger_decisions(config: StackConfig) -> tuple[int, int, int, int]:
         row = con.execute(
             "SELECT count(*), count(DISTINCT bar_ts), epoch(min(bar_ts)), epoch(max(bar_ts)) "
             "FROM orders WHERE account = ? AND kind = 'decision'",
-            [config.account],
+            [config.shared.account],
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])

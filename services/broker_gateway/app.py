@@ -182,7 +182,7 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
 
 
 def _add_guards(app: FastAPI, settings: GatewaySettings) -> None:
-    token = settings.token.get_secret_value().encode()
+    token = settings.shared.gateway_token.get_secret_value().encode()
     admin = settings.admin_secret.encode()
     app.state.token, app.state.admin_token = token, admin
 

@@ -129,17 +129,17 @@ class Gateway:
     def _configure(self, record: PositionRecord) -> None:
         """Use the configured spread for trades still to open (an open trade keeps its own)."""
         state = record.state
-        if state.spread_pips != self.settings.spread_pips:
+        if state.spread_pips != self.settings.shared.spread_pips:
             if state.side:
                 logger.warning(
                     "%s/%s: open position keeps its spread of %g pips (configured: %g) until it closes",
                     record.account,
                     record.instrument,
                     state.spread_pips,
-                    self.settings.spread_pips,
+                    self.settings.shared.spread_pips,
                 )
             else:
-                state.spread_pips = self.settings.spread_pips
+                state.spread_pips = self.settings.shared.spread_pips
 
     def _restore_metrics(self) -> None:
         for instrument, kind, action, status, count in self.ledger.order_counts():
@@ -261,7 +261,7 @@ class Gateway:
             return self._locks.setdefault(key, threading.Lock())
 
     def _new_position(self, req: OrderRequest) -> PositionRecord:
-        state = PositionState(pip=pip_size(req.instrument), spread_pips=self.settings.spread_pips)
+        state = PositionState(pip=pip_size(req.instrument), spread_pips=self.settings.shared.spread_pips)
         return PositionRecord(req.account, req.instrument, state)
 
     def _call_broker(self, what: str, req: OrderRequest, client_id: str, side: int) -> Fill:

@@ -1,19 +1,20 @@
-"""``smz serve broker-gateway``: settings from SMZ_GATEWAY_* variables, then uvicorn until SIGINT/SIGTERM."""
+"""``smz serve broker-gateway``: settings from SMZ_GATEWAY_* and the shared SMZ_* variables and a config
+file (docs/CONFIG.md), then uvicorn until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
 import logging
 import signal
-import sys
+from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
 import uvicorn
-from pydantic import ValidationError
 
 from services.broker_gateway.app import create_app
-from services.broker_gateway.settings import DEFAULT_TOKEN, GatewaySettings
+from services.broker_gateway.settings import GatewaySettings
 from services.secrets import mask_secrets_in_logs, redact_url
+from services.settings import DEFAULT_TOKEN
 
 logger = logging.getLogger("services.broker_gateway")
 
@@ -22,25 +23,20 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def main() -> None:
-    try:
-        settings = GatewaySettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        print(f"error: invalid broker gateway settings (SMZ_GATEWAY_*): {problems}", file=sys.stderr)
-        raise SystemExit(2) from None
+def main(config_file: Path | None = None) -> None:
+    """``smz serve broker-gateway [--config FILE]``."""
+    settings = GatewaySettings.load_or_exit(config_file)
+    shared = settings.shared
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     mask_secrets_in_logs(
-        settings.token.get_secret_value(),
+        shared.gateway_token.get_secret_value(),
         settings.admin_token.get_secret_value() if settings.admin_token else None,
         settings.oanda_token.get_secret_value() if settings.oanda_token else None,
-        urlsplit(settings.redis_url).password,
+        urlsplit(shared.redis_url).password,
     )
-    if settings.token.get_secret_value() == DEFAULT_TOKEN:
+    if shared.gateway_token.get_secret_value() == DEFAULT_TOKEN:
         logger.warning(
             "using the paper demo token: set SMZ_GATEWAY_TOKEN for anything but local paper trading"
         )
@@ -50,7 +46,7 @@ def main() -> None:
         settings.port,
         settings.broker,
         settings.ledger_db,
-        redact_url(settings.redis_url),
+        redact_url(shared.redis_url),
     )
     # uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes in-flight requests, then runs the
     # app's shutdown (broker, Redis and ledger closed cleanly). Afterwards it re-raises the signal to

@@ -41,7 +41,7 @@ class PositionPublisher:
         self.current = current
         self.lock_for = lock_for
         self.redis = redis.Redis.from_url(
-            settings.redis_url,
+            settings.shared.redis_url,
             socket_timeout=settings.redis_timeout_seconds,
             socket_connect_timeout=settings.redis_timeout_seconds,
         )
@@ -71,7 +71,7 @@ class PositionPublisher:
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.set(position_key(record.account, record.instrument), payload)
                 pipe.xadd(
-                    self.settings.positions_stream,
+                    self.settings.shared.positions_stream,
                     {"data": payload},
                     maxlen=self.settings.positions_maxlen,
                     approximate=True,

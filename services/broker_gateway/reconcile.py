@@ -152,7 +152,9 @@ class Reconciler:
             logger.error("reconciliation: %s; the broker is the truth, the ledger follows", message)
             self.gw.metrics.position_mismatches.labels(instrument).inc()
             if current is None:
-                state = PositionState(pip=pip_size(instrument), spread_pips=self.gw.settings.spread_pips)
+                state = PositionState(
+                    pip=pip_size(instrument), spread_pips=self.gw.settings.shared.spread_pips
+                )
                 current = PositionRecord(account, instrument, state)
             work = current.copy()
             trades: list[TradeRecord] = []

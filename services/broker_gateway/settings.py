@@ -1,4 +1,5 @@
-"""Broker gateway settings from environment variables (prefix SMZ_GATEWAY_)."""
+"""Broker gateway settings: SMZ_GATEWAY_* variables, the shared block (SMZ_REDIS_URL, SMZ_GATEWAY_TOKEN,
+SMZ_POSITIONS_STREAM, SMZ_SPREAD_PIPS; services/settings.py) and the ``[gateway]`` table of a config file."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from shared.instruments import DEFAULT_SPREAD_PIPS
-from shared.wire import POSITIONS_STREAM
+from services.oanda.http import PRACTICE_URL
+from services.settings import GATEWAY_PORT, LOCALHOST, LiveServiceSettings
 
-# The paper broker's demo tokens (the local stack uses them too). They only guard paper trading on
-# 127.0.0.1; the OANDA broker refuses to start with them, or with any weak token.
-DEFAULT_TOKEN = "paper-demo-token"
+# The paper broker's demo admin token (services.settings.DEFAULT_TOKEN is the order path's): it only
+# guards paper trading on 127.0.0.1; the OANDA broker refuses to start with it, or with any weak token.
 DEFAULT_ADMIN_TOKEN = "paper-demo-admin-token"
 MIN_TOKEN_LENGTH = 32  # `openssl rand -hex 24` makes 48 characters
 # Words of the placeholders in .env.example, the k8s dev overlay and the secret template.
@@ -35,13 +35,14 @@ def weak_token_reason(token: str) -> str | None:
     return None
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(LiveServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SMZ_GATEWAY_", frozen=True)
+    service = "broker gateway"
+    previous_shared_fields = ("redis_url", "positions_stream", "spread_pips")  # token: SMZ_GATEWAY_TOKEN
 
-    # HTTP API.
-    host: str = "127.0.0.1"  # 0.0.0.0 in containers
-    port: int = Field(8002, ge=1, le=65535)
-    token: SecretStr = SecretStr(DEFAULT_TOKEN)  # bearer token of the /v1 endpoints (orders, reads)
+    # HTTP API. The bearer token of the /v1 endpoints (orders, reads) is shared.gateway_token.
+    host: str = LOCALHOST  # 0.0.0.0 in containers
+    port: int = Field(GATEWAY_PORT, ge=1, le=65535)
     # Bearer token of the kill switch (POST /v1/halt, /v1/resume): operators', not the order path's.
     # Unset: the paper demo admin token with the paper broker; required with any other broker.
     admin_token: SecretStr | None = None
@@ -50,13 +51,10 @@ class GatewaySettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # The ledger: orders, fills, trades, positions and the kill switch survive a restart here.
     ledger_db: Path = Path("data/ledger.duckdb")
-    # Redis: where the feature builder waits for the position after each bar's order.
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    positions_stream: str = POSITIONS_STREAM
+    # Redis (shared.redis_url, shared.positions_stream): where the feature builder waits for the position
+    # after each bar's order.
     positions_maxlen: int = Field(10_000, ge=1)  # approximate trim of the positions stream
     redis_timeout_seconds: float = Field(2.0, gt=0)  # a dead Redis must not stall an order
-    # Trading arithmetic: must match the backtest's and the feature builder's spread.
-    spread_pips: float = Field(DEFAULT_SPREAD_PIPS, ge=0)
     # An order whose close is further than this fraction from the last close (within the hour) is
     # refused with 422: a price no market moves in a minute is a bug or an attack. 0 turns it off.
     price_band: float = Field(0.1, ge=0)
@@ -70,7 +68,7 @@ class GatewaySettings(BaseSettings):
     start_halted: bool = False  # start with the kill switch on (it also persists in the ledger)
     # Broker.
     broker: Literal["paper", "oanda"] = "paper"
-    oanda_url: str = "https://api-fxpractice.oanda.com"  # practice; https://api-fxtrade.oanda.com is live
+    oanda_url: str = PRACTICE_URL  # practice; https://api-fxtrade.oanda.com is live
     oanda_account_id: str = ""
     oanda_token: SecretStr | None = None
     oanda_units: int = Field(1, ge=1)  # units per position (SPEC: one unit)
@@ -87,7 +85,8 @@ class GatewaySettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewaySettings:
-        if not self.token.get_secret_value():
+        token = self.shared.gateway_token
+        if not token.get_secret_value():
             raise ValueError("SMZ_GATEWAY_TOKEN must not be empty")
         try:
             ZoneInfo(self.day_boundary_zone)
@@ -113,13 +112,13 @@ class GatewaySettings(BaseSettings):
             if self.admin_token is None:
                 raise ValueError(f"broker={self.broker} needs SMZ_GATEWAY_ADMIN_TOKEN (the kill switch's)")
             for name, secret in (
-                ("SMZ_GATEWAY_TOKEN", self.token),
+                ("SMZ_GATEWAY_TOKEN", token),
                 ("SMZ_GATEWAY_ADMIN_TOKEN", self.admin_token),
             ):
                 weak = weak_token_reason(secret.get_secret_value())
                 if weak is not None:
                     raise ValueError(f"broker={self.broker} refuses {name}: {weak}")
-            if self.admin_token.get_secret_value() == self.token.get_secret_value():
+            if self.admin_token.get_secret_value() == token.get_secret_value():
                 raise ValueError("SMZ_GATEWAY_ADMIN_TOKEN must differ from SMZ_GATEWAY_TOKEN")
         return self
 

@@ -1,10 +1,10 @@
 """``smz serve feature-builder``: run the feature builder until its replay ends or SIGINT/SIGTERM.
 
-Settings come from ``SMZ_FEATURE_BUILDER_*`` environment variables (``settings.py``,
-docs/FEATURE_BUILDER.md). Exit codes: 0 at the end of a replay (after the last window's position
-arrived, or ``position_wait_seconds`` passed without it, which is logged; with ``after_replay=idle``
-it stays up serving metrics instead) and on SIGINT/SIGTERM;
-2 for bad settings or a source that cannot be read.
+Settings come from ``SMZ_FEATURE_BUILDER_*`` and the shared ``SMZ_*`` environment variables and a
+config file (``settings.py``, docs/FEATURE_BUILDER.md, docs/CONFIG.md). Exit codes: 0 at the end of a
+replay (after the last window's position arrived, or ``position_wait_seconds`` passed without it,
+which is logged; with ``after_replay=idle`` it stays up serving metrics instead) and on
+SIGINT/SIGTERM; 2 for bad settings or a source that cannot be read.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import duckdb
 import redis
-from pydantic import ValidationError
 
 from services.feature_builder.builder import FeatureBuilder, Stopped
 from services.feature_builder.metrics import FeatureBuilderMetrics
@@ -71,19 +71,19 @@ def run(
     stop = stop or threading.Event()
     metrics = metrics or FeatureBuilderMetrics()
     source = source or build_source(settings)
-    client = client or connect(settings.redis_url)
+    client = client or connect(settings.shared.redis_url)
     started = time.monotonic()
     builder = None
     try:
         metrics.serve(settings.metrics_port, settings.metrics_host)
-        retrying(client.ping, f"connecting to Redis at {redact_url(settings.redis_url)}", stop)
+        retrying(client.ping, f"connecting to Redis at {redact_url(settings.shared.redis_url)}", stop)
         for row in getattr(source, "rejects", []):  # rows a bar file's parser refused
             metrics.rejected.labels(settings.instrument, row.reason).inc()
             log.warning("%s:%d: rejected row (%s): %s", row.file, row.line, row.reason, row.text[:100])
         builder = FeatureBuilder(
-            RedisWindowPublisher(client, settings.windows_stream, settings.windows_maxlen, stop),
-            RedisPositionReader(client, settings.positions_stream, settings.account, stop),
-            spread_pips=settings.spread_pips,
+            RedisWindowPublisher(client, settings.shared.windows_stream, settings.windows_maxlen, stop),
+            RedisPositionReader(client, settings.shared.positions_stream, settings.shared.account, stop),
+            spread_pips=settings.shared.spread_pips,
             position_wait_seconds=settings.position_wait_seconds,
             metrics=metrics,
             stop=stop,
@@ -95,8 +95,8 @@ def run(
             "%s: warmed up on %d history bars; publishing to %s (account %s, source %s%s)",
             settings.instrument,
             warm,
-            settings.windows_stream,
-            settings.account,
+            settings.shared.windows_stream,
+            settings.shared.account,
             settings.source,
             f", {source.pacer.describe()}" if hasattr(source, "pacer") else "",
         )
@@ -122,20 +122,13 @@ def run(
     return 0
 
 
-def main() -> None:
+def main(config_file: Path | None = None) -> None:
+    """``smz serve feature-builder [--config FILE]``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = FeatureBuilderSettings()  # type: ignore[call-arg]
-    except ValidationError as exc:
-        # Where and what only: pydantic's own text repeats the input, which may be a credential.
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        log.error("bad settings (SMZ_FEATURE_BUILDER_*): %s", problems)
-        sys.exit(2)
+    settings = FeatureBuilderSettings.load_or_exit(config_file)
     mask_secrets_in_logs(
         settings.oanda_token.get_secret_value() if settings.oanda_token else None,
-        urlsplit(settings.redis_url).password,
+        urlsplit(settings.shared.redis_url).password,
     )
     stop = threading.Event()
 

@@ -1,4 +1,6 @@
-"""Feature builder settings from environment variables (prefix SMZ_FEATURE_BUILDER_)."""
+"""Feature builder settings: SMZ_FEATURE_BUILDER_* variables, the shared block (SMZ_REDIS_URL,
+SMZ_WINDOWS_STREAM, SMZ_POSITIONS_STREAM, SMZ_ACCOUNT, SMZ_SPREAD_PIPS; services/settings.py) and the
+``[feature_builder]`` table of a config file."""
 
 from __future__ import annotations
 
@@ -7,18 +9,21 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.feature_builder.validation import BarLimits
-from shared.instruments import DEFAULT_SPREAD_PIPS, validate_instrument
+from services.oanda.http import PRACTICE_URL
+from services.settings import FEATURE_BUILDER_METRICS_PORT, LOCALHOST, LiveServiceSettings
+from shared.instruments import validate_instrument
 from shared.schema import WARMUP_BARS
-from shared.wire import POSITIONS_STREAM, WINDOWS_STREAM
 
 DEFAULT_HISTORY_BARS = WARMUP_BARS + 300  # warm-up bars before the first live bar
 
 
-class FeatureBuilderSettings(BaseSettings):
+class FeatureBuilderSettings(LiveServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SMZ_FEATURE_BUILDER_", frozen=True)
+    service = "feature builder"
+    previous_shared_fields = ("redis_url", "windows_stream", "positions_stream", "account", "spread_pips")
 
     instrument: str
     source: Literal["duckdb", "file", "oanda"] = "duckdb"
@@ -36,18 +41,12 @@ class FeatureBuilderSettings(BaseSettings):
     after_replay: Literal["exit", "idle"] = "exit"
     history_bars: int = Field(DEFAULT_HISTORY_BARS, ge=WARMUP_BARS)
     # OANDA v20 practice feed.
-    oanda_url: str = "https://api-fxpractice.oanda.com"
+    oanda_url: str = PRACTICE_URL
     oanda_token: SecretStr | None = None
     poll_seconds: float = Field(5.0, gt=0)
-    # Redis and the protocol of shared.wire.
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    windows_stream: str = WINDOWS_STREAM
-    positions_stream: str = POSITIONS_STREAM
+    # Redis and the protocol of shared.wire: windows out to shared.windows_stream, the positions of
+    # shared.account in from shared.positions_stream, position columns at shared.spread_pips.
     windows_maxlen: int = Field(100_000, ge=0)  # approximate trim of the windows stream; 0: never trim
-    account: str = Field("paper", min_length=1, max_length=64)
-    spread_pips: float = Field(
-        DEFAULT_SPREAD_PIPS, ge=0
-    )  # must match the broker gateway's and the backtest's
     position_wait_seconds: float = Field(30.0, gt=0)  # log an error (and keep waiting) after this
     # Bar checks beyond the OHLC rules: a live bar closed longer ago than this is stale (None: 300 s
     # for the OANDA feed, off for replays of history); a price further than max_price_jump (a
@@ -56,8 +55,8 @@ class FeatureBuilderSettings(BaseSettings):
     max_price_jump: float = Field(0.1, gt=0)
     # Operations.
     log_every: int = Field(1000, ge=1)  # a progress line every N live bars
-    metrics_port: int = Field(9102, ge=0, le=65535)  # Prometheus endpoint; 0 turns it off
-    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers, so Prometheus can scrape it
+    metrics_port: int = Field(FEATURE_BUILDER_METRICS_PORT, ge=0, le=65535)  # Prometheus; 0 turns it off
+    metrics_host: str = LOCALHOST  # 0.0.0.0 in containers, so Prometheus can scrape it
 
     @field_validator("instrument")
     @classmethod

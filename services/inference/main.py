@@ -1,4 +1,5 @@
-"""``smz serve inference``: settings from SMZ_INFERENCE_* variables, then uvicorn until SIGINT/SIGTERM.
+"""``smz serve inference``: settings from SMZ_INFERENCE_* and the shared SMZ_* variables and a config
+file (docs/CONFIG.md), then uvicorn until SIGINT/SIGTERM.
 
 One process, one uvicorn worker: the HTTP API, the model reload thread, the search thread and (when
 ``SMZ_INFERENCE_STREAM_ENABLED``, the default) the stream worker. Exit code 2 for bad settings.
@@ -7,38 +8,33 @@ One process, one uvicorn worker: the HTTP API, the model reload thread, the sear
 from __future__ import annotations
 
 import logging
-import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import uvicorn
-from pydantic import ValidationError
 
 from services.inference.app import create_app
-from services.inference.settings import DEFAULT_GATEWAY_TOKEN, InferenceSettings
+from services.inference.settings import InferenceSettings
 from services.secrets import mask_secrets_in_logs
+from services.settings import DEFAULT_TOKEN
 
 logger = logging.getLogger("services.inference")
 
 
-def main() -> None:
-    try:
-        settings = InferenceSettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        print(f"error: invalid inference settings (SMZ_INFERENCE_*): {problems}", file=sys.stderr)
-        raise SystemExit(2) from None
+def main(config_file: Path | None = None) -> None:
+    """``smz serve inference [--config FILE]``."""
+    settings = InferenceSettings.load_or_exit(config_file)
+    shared = settings.shared
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     mask_secrets_in_logs(
-        settings.gateway_token.get_secret_value(),
+        shared.gateway_token.get_secret_value(),
         settings.token.get_secret_value() if settings.token else None,
-        urlsplit(settings.redis_url).password,
+        urlsplit(shared.redis_url).password,
     )
-    if settings.stream_enabled and settings.gateway_token.get_secret_value() == DEFAULT_GATEWAY_TOKEN:
-        logger.warning("sending orders with the paper demo token: set SMZ_INFERENCE_GATEWAY_TOKEN")
+    if settings.stream_enabled and shared.gateway_token.get_secret_value() == DEFAULT_TOKEN:
+        logger.warning("sending orders with the paper demo token: set SMZ_GATEWAY_TOKEN")
     logger.info(
         "inference on http://%s:%d: model from %s, %d simulations, batches of <= %d within %.1f ms, "
         "%d thread(s); stream worker %s",
@@ -51,7 +47,7 @@ def main() -> None:
         settings.max_batch,
         settings.batch_wait_ms,
         settings.threads,
-        f"on {settings.windows_stream} as {settings.consumer} -> {settings.gateway_url}"
+        f"on {shared.windows_stream} as {settings.consumer} -> {shared.gateway_url}"
         if settings.stream_enabled
         else "off",
     )

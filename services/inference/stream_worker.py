@@ -98,13 +98,14 @@ class StreamWorker:
         self.store = store
         self.batcher = batcher
         self.metrics = metrics or store.metrics
-        self.client = client or connect(settings.redis_url)
+        self.client = client or connect(settings.shared.redis_url)
         self.http = http or httpx.Client(
             timeout=settings.gateway_timeout_seconds,
-            headers={"Authorization": f"Bearer {settings.gateway_token.get_secret_value()}"},
+            headers={"Authorization": f"Bearer {settings.shared.gateway_token.get_secret_value()}"},
         )
-        self.orders_url = settings.gateway_url.rstrip("/") + "/v1/orders"
-        self.stream = settings.windows_stream
+        self.orders_url = settings.shared.gateway_url.rstrip("/") + "/v1/orders"
+        self.stream = settings.shared.windows_stream
+        self.account = settings.shared.account
         self.group = settings.group
         self.consumer = settings.consumer
         self.status = WorkerStatus()
@@ -142,7 +143,7 @@ class StreamWorker:
             self.group,
             self.consumer,
             self.orders_url,
-            self.settings.account,
+            self.account,
         )
         try:
             while not self._stop.is_set():
@@ -270,8 +271,8 @@ class StreamWorker:
             message = WindowMessage.model_validate_json(raw)
             window = message.array() if message.kind == "window" else None
             order = OrderRequest(
-                idempotency_key=idempotency_key(self.settings.account, message.instrument, message.bar_ts),
-                account=self.settings.account,
+                idempotency_key=idempotency_key(self.account, message.instrument, message.bar_ts),
+                account=self.account,
                 instrument=message.instrument,
                 bar_ts=message.bar_ts,
                 close=message.close,

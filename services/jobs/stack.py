@@ -7,7 +7,6 @@ environment variables, exactly as in docker compose and Kubernetes.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -21,33 +20,28 @@ from typing import Any
 
 import httpx
 import redis
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings
 
-from services.broker_gateway.settings import DEFAULT_TOKEN, GatewaySettings
+from services.broker_gateway.settings import GatewaySettings
 from services.feature_builder.settings import FeatureBuilderSettings
 from services.inference.settings import InferenceSettings
+from services.settings import (
+    DEFAULT_TOKEN,
+    FEATURE_BUILDER_METRICS_PORT,
+    GATEWAY_PORT,
+    INFERENCE_PORT,
+    LOCALHOST,
+    ServiceSettings,
+    SharedSettings,
+)
 
 __all__ = ["DEFAULT_TOKEN", "LiveStack", "ServiceProcess", "StackConfig", "StackError", "settings_env"]
 
 
-def settings_env(settings_cls: type[BaseSettings], **values: Any) -> dict[str, str]:
+def settings_env(settings_cls: type[ServiceSettings], **values: Any) -> dict[str, str]:
     """The ``SMZ_*`` variables that give a service exactly ``values``, checked first by the service's
     own settings class: a renamed field or a bad value fails here, loudly, not in the child. (The
     check reads no environment: ``values`` alone must be valid.)"""
-    settings_cls(_env_prefix="SMZ_STACK_CHECK_ONLY_", **values)
-    prefix = str(settings_cls.model_config.get("env_prefix", ""))
-    return {f"{prefix}{name.upper()}": _env_text(value) for name, value in values.items()}
-
-
-def _env_text(value: Any) -> str:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | dict):
-        return json.dumps(value)
-    return str(value)
+    return settings_cls.from_values(**values).environment()
 
 
 class StackError(RuntimeError):
@@ -137,21 +131,22 @@ def redis_answers(url: str) -> bool:
 
 @dataclass
 class StackConfig:
+    """One instrument's live stack. It builds each service's real settings object (``*_settings``:
+    checked here, reading no environment), which ``LiveStack`` hands to the process as variables."""
+
     db: Path
     instrument: str
     checkpoint_dir: Path
     run_dir: Path  # logs and the gateway ledger
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    host: str = "127.0.0.1"
-    inference_port: int = 8001
-    gateway_port: int = 8002
-    feature_builder_metrics_port: int = 9102
+    # Redis, streams, account, spread and the gateway's token of every service; the gateway's URL is
+    # the stack's own (host, gateway_port).
+    shared: SharedSettings = field(default_factory=SharedSettings)
+    host: str = LOCALHOST
+    inference_port: int = INFERENCE_PORT
+    gateway_port: int = GATEWAY_PORT
+    feature_builder_metrics_port: int = FEATURE_BUILDER_METRICS_PORT
     inference_metrics_port: int = 0  # inference serves /metrics on its API port
-    token: str = DEFAULT_TOKEN
-    account: str = "paper"
-    windows_stream: str = "smz:windows"
-    positions_stream: str = "smz:positions"
-    consumer: str = "inference-1"
+    consumer: str | None = None  # the inference consumer (None: the service's default)
     start: str | None = None  # replay from this UTC time (ISO-8601)
     end: str | None = None
     pace_ms: float = 0.0
@@ -170,6 +165,43 @@ class StackConfig:
     def ledger_db(self) -> Path:
         return self.run_dir / "ledger.duckdb"
 
+    @property
+    def token(self) -> str:
+        """The gateway's bearer token, as the ``Authorization`` header sends it."""
+        return self.shared.gateway_token.get_secret_value()
+
+    def shared_settings(self) -> SharedSettings:
+        return self.shared.model_copy(update={"gateway_url": self.gateway_url})
+
+    def gateway_settings(self) -> GatewaySettings:
+        return GatewaySettings.from_values(
+            shared=self.shared_settings(), host=self.host, port=self.gateway_port, ledger_db=self.ledger_db
+        )
+
+    def inference_settings(self) -> InferenceSettings:
+        consumer = {} if self.consumer is None else {"consumer": self.consumer}
+        return InferenceSettings.from_values(
+            shared=self.shared_settings(),
+            host=self.host,
+            port=self.inference_port,
+            checkpoint_dir=self.checkpoint_dir,
+            threads=self.inference_threads,
+            **consumer,
+        )
+
+    def feature_builder_settings(self) -> FeatureBuilderSettings:
+        replay = {name: value for name, value in (("start", self.start), ("end", self.end)) if value}
+        return FeatureBuilderSettings.from_values(
+            shared=self.shared_settings(),
+            source="duckdb",
+            db=self.db,
+            instrument=self.instrument,
+            pace_ms=self.pace_ms,
+            metrics_port=self.feature_builder_metrics_port,
+            metrics_host=self.host,
+            **replay,
+        )
+
 
 class LiveStack:
     """Start, watch and stop the live services of one instrument."""
@@ -177,71 +209,23 @@ class LiveStack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.redis: ServiceProcess | None = None
-        self.gateway = self._service("broker-gateway", self._gateway_env(), f"{config.gateway_url}/readyz")
-        self.inference = self._service("inference", self._inference_env(), f"{config.inference_url}/readyz")
-        self.feature_builder = self._service("feature-builder", self._feature_builder_env(), None)
+        self.gateway = self._service(
+            "broker-gateway", config.gateway_settings(), f"{config.gateway_url}/readyz"
+        )
+        self.inference = self._service(
+            "inference", config.inference_settings(), f"{config.inference_url}/readyz"
+        )
+        self.feature_builder = self._service("feature-builder", config.feature_builder_settings(), None)
 
-    # ------------------------------------------------------------------ env
     def _base_env(self) -> dict[str, str]:
+        """This shell's environment without its SMZ_* variables (and SMZ_CONFIG): the services get
+        exactly the stack's settings."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SMZ_")}
         env.update(self.config.extra_env)
         return env
 
-    def _gateway_env(self) -> dict[str, str]:
-        c = self.config
-        return {
-            **self._base_env(),
-            **settings_env(
-                GatewaySettings,
-                host=c.host,
-                port=c.gateway_port,
-                token=c.token,
-                redis_url=c.redis_url,
-                ledger_db=c.ledger_db,
-                positions_stream=c.positions_stream,
-            ),
-        }
-
-    def _inference_env(self) -> dict[str, str]:
-        c = self.config
-        return {
-            **self._base_env(),
-            **settings_env(
-                InferenceSettings,
-                host=c.host,
-                port=c.inference_port,
-                checkpoint_dir=c.checkpoint_dir,
-                redis_url=c.redis_url,
-                windows_stream=c.windows_stream,
-                consumer=c.consumer,
-                gateway_url=c.gateway_url,
-                gateway_token=c.token,
-                account=c.account,
-                threads=c.inference_threads,
-            ),
-        }
-
-    def _feature_builder_env(self) -> dict[str, str]:
-        c = self.config
-        values: dict[str, Any] = {
-            "source": "duckdb",
-            "db": c.db,
-            "instrument": c.instrument,
-            "redis_url": c.redis_url,
-            "windows_stream": c.windows_stream,
-            "positions_stream": c.positions_stream,
-            "account": c.account,
-            "pace_ms": c.pace_ms,
-            "metrics_port": c.feature_builder_metrics_port,
-            "metrics_host": c.host,
-        }
-        if c.start:
-            values["start"] = c.start
-        if c.end:
-            values["end"] = c.end
-        return {**self._base_env(), **settings_env(FeatureBuilderSettings, **values)}
-
-    def _service(self, name: str, env: dict[str, str], ready_url: str | None) -> ServiceProcess:
+    def _service(self, name: str, settings: ServiceSettings, ready_url: str | None) -> ServiceProcess:
+        env = {**self._base_env(), **settings.environment()}
         return ServiceProcess(
             name, smz_argv("serve", name), env, self.config.run_dir / "logs" / f"{name}.log", ready_url
         )
@@ -249,7 +233,7 @@ class LiveStack:
     # ------------------------------------------------------------ lifecycle
     def ensure_redis(self) -> bool:
         """Start a private Redis when none answers at the configured URL; True if we started it."""
-        url = self.config.redis_url
+        url = self.config.shared.redis_url
         if redis_answers(url):
             return False
         server = shutil.which("redis-server")

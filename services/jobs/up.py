@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from services.jobs.features import run_features
 from services.jobs.ingest import run_ingest
 from services.jobs.stack import LiveStack, StackConfig, smz_argv
 from services.jobs.synth import run_synth
+from services.settings import SharedSettings
 from shared.model.checkpoint_root import list_checkpoints
 from shared.sessions import SESSION_BARS
 from shared.store import Store
@@ -54,10 +56,10 @@ SYNTH_SEED = 0
 # recipe, its temperature falling over those episodes. The CI-sized learning test trains the same.
 DEMO_EPISODES = 768
 DEMO_TRAIN_ARGS = (
-    "--episodes", str(DEMO_EPISODES), "--workers", "1", "--sessions-per-round", "128",
-    "--updates-per-round", "400", "--validate-every", str(DEMO_EPISODES), "--validation-sessions", "64",
-    "--hidden", "64", "--tcn-channels", "16", "--temperature-decay-episodes", str(DEMO_EPISODES),
-    "--seed", "0",
+    "--episodes", str(DEMO_EPISODES), "--workers", "1", "--set", "sessions_per_round=128",
+    "--set", "updates_per_round=400", "--set", f"validate_every={DEMO_EPISODES}",
+    "--set", "validation_sessions=64", "--set", "hidden=64", "--set", "tcn_channels=16",
+    "--set", f"temperature_decay_episodes={DEMO_EPISODES}", "--set", "seed=0",
 )  # fmt: skip
 
 
@@ -105,7 +107,14 @@ MARKETS = {
         SAMPLE_INSTRUMENT,
         "real GBPJPY bars, the bundled three weeks of January 2017",
         prepare_sample,
-        lambda minutes: ("--minutes", str(minutes), "--validate-every", "64", "--validation-sessions", "16"),
+        lambda minutes: (
+            "--minutes",
+            str(minutes),
+            "--set",
+            "validate_every=64",
+            "--set",
+            "validation_sessions=16",
+        ),
         False,
     ),
 }
@@ -192,7 +201,7 @@ def _endpoints(config: StackConfig) -> Table:
         f"{config.inference_url}/metrics  {config.gateway_url}/metrics  "
         f"http://{config.host}:{config.feature_builder_metrics_port}/metrics",
     )
-    table.add_row("paper account", config.account)
+    table.add_row("paper account", config.shared.account)
     table.add_row("logs and ledger", str(config.run_dir))
     return table
 
@@ -201,7 +210,7 @@ def _last_bar_traded(config: StackConfig) -> str | None:
     """Open time (ISO, UTC) of the last bar whose order the gateway applied for this run's account."""
     response = httpx.get(
         f"{config.gateway_url}/v1/positions",
-        params={"account": config.account, "instrument": config.instrument},
+        params={"account": config.shared.account, "instrument": config.instrument},
         headers={"Authorization": f"Bearer {config.token}"},
         timeout=10.0,
     )
@@ -213,7 +222,7 @@ def _last_bar_traded(config: StackConfig) -> str | None:
 def _gateway_trades(config: StackConfig) -> list[dict[str, object]]:
     response = httpx.get(
         f"{config.gateway_url}/v1/trades",
-        params={"account": config.account, "instrument": config.instrument, "limit": 100_000},
+        params={"account": config.shared.account, "instrument": config.instrument, "limit": 100_000},
         headers={"Authorization": f"Bearer {config.token}"},
         timeout=10.0,
     )
@@ -273,69 +282,30 @@ def run_up(
     demo.prepare(db, console)
     train_if_needed(db, checkpoints, demo, train_minutes, run_dir, console)
     plan = plan_replay(db, demo.instrument, split, bars)
-    # Each run paper-trades a fresh account: replaying the same bars again is a new run, and the
-    # ledger keeps the earlier ones.
-    account = "paper-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    # Streams and consumer of this run alone: an earlier run's entry left pending (Ctrl-C mid-bar) must
-    # not become this run's first order.
-    config = StackConfig(
-        db=db,
-        instrument=demo.instrument,
-        checkpoint_dir=checkpoints,
-        run_dir=run_dir,
-        pace_ms=pace_ms,
-        account=account,
-        windows_stream=f"smz:{account}:windows",
-        positions_stream=f"smz:{account}:positions",
-        consumer=f"inference-{account}",
-        start=plan.start.isoformat(),
-        end=plan.end.isoformat() if plan.end else None,
-    )
+    config = run_config(db, demo.instrument, checkpoints, run_dir, plan, pace_ms)
     stack = LiveStack(config)
-    stopping = False
-
-    def _stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    previous = signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     summary: dict[str, object] = {}
     try:
-        started_redis = stack.ensure_redis()
-        if started_redis:
-            console.print(f"started a private Redis at {config.redis_url}")
+        if stack.ensure_redis():
+            console.print(f"started a private Redis at {config.shared.redis_url}")
         stack.start_services()
         console.print(_endpoints(config))
         console.print(
             f"replaying {plan.bars} bars ({len(plan.starts)} sessions of the {split} split, from "
             f"{plan.start:%Y-%m-%d %H:%M} UTC) at {pace_ms:g} ms per bar into paper trading"
         )
-        with Progress(
-            TextColumn("[bold]replay"),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
-            task = progress.add_task("replay", status="")
-            while not stopping and stack.feature_builder.alive():
-                progress.update(task, status=_status(config))
-                for service in (stack.gateway, stack.inference):
-                    if not service.alive():
-                        raise RuntimeError(f"{service.name} died; its log ends:\n{service.tail()}")
-                time.sleep(0.5)
-            time.sleep(1.0)  # the last bar's order
-            progress.update(task, status=_status(config))
+        _watch_replay(stack, stop, console)
         # Ctrl-C (or SIGTERM) during the replay stops the feature builder too: say so, not "finished".
-        console.print("replay stopped early" if stopping else "replay finished")
-        summary = summarise(db, demo, split, plan, config, console, complete=not stopping)
+        console.print("replay stopped early" if stop.is_set() else "replay finished")
+        summary = summarise(db, demo, split, plan, config, console, complete=not stop.is_set())
         console.print(json.dumps(summary))
         if not exit_when_done:
             console.print("the stack keeps serving; Ctrl-C stops it")
-            while not stopping:
-                for service in (stack.gateway, stack.inference):
-                    if not service.alive():
-                        raise RuntimeError(f"{service.name} died; its log ends:\n{service.tail()}")
+            while not stop.is_set():
+                _check_serving(stack)
                 time.sleep(0.5)
     finally:
         console.print("stopping the stack")
@@ -345,11 +315,55 @@ def run_up(
     return summary
 
 
+def run_config(
+    db: Path, instrument: str, checkpoints: Path, run_dir: Path, plan: ReplayPlan, pace_ms: float
+) -> StackConfig:
+    """The stack of one ``smz up`` run. Each run paper-trades a fresh account (replaying the same bars
+    again is a new run, and the ledger keeps the earlier ones) on streams and a consumer of its own: an
+    earlier run's entry left pending (Ctrl-C mid-bar) must not become this run's first order."""
+    account = "paper-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return StackConfig(
+        db=db,
+        instrument=instrument,
+        checkpoint_dir=checkpoints,
+        run_dir=run_dir,
+        shared=SharedSettings(
+            account=account,
+            windows_stream=f"smz:{account}:windows",
+            positions_stream=f"smz:{account}:positions",
+        ),
+        pace_ms=pace_ms,
+        consumer=f"inference-{account}",
+        start=plan.start.isoformat(),
+        end=plan.end.isoformat() if plan.end else None,
+    )
+
+
+def _check_serving(stack: LiveStack) -> None:
+    for service in (stack.gateway, stack.inference):
+        if not service.alive():
+            raise RuntimeError(f"{service.name} died; its log ends:\n{service.tail()}")
+
+
+def _watch_replay(stack: LiveStack, stop: threading.Event, console: Console) -> None:
+    """A status line until the feature builder's replay ends (or a stop is asked for)."""
+    with Progress(
+        TextColumn("[bold]replay"), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task("replay", status="")
+        while not stop.is_set() and stack.feature_builder.alive():
+            progress.update(task, status=_status(stack.config))
+            _check_serving(stack)
+            time.sleep(0.5)
+        time.sleep(1.0)  # the last bar's order
+        progress.update(task, status=_status(stack.config))
+
+
 def _delete_run_streams(config: StackConfig) -> None:
     """This run's streams are of no use to the next one; the ledger keeps what happened."""
     with contextlib.suppress(redis.RedisError):
-        client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=1)
-        client.delete(config.windows_stream, config.positions_stream)
+        client = redis.Redis.from_url(config.shared.redis_url, socket_connect_timeout=1)
+        client.delete(config.shared.windows_stream, config.shared.positions_stream)
         client.close()
 
 
@@ -448,7 +462,7 @@ def _status(config: StackConfig) -> str:
     try:
         positions = httpx.get(
             f"{config.gateway_url}/v1/positions",
-            params={"account": config.account},
+            params={"account": config.shared.account},
             headers={"Authorization": f"Bearer {config.token}"},
             timeout=2.0,
         ).json()

@@ -1,30 +1,30 @@
-"""Trainer settings, from four places in this order of precedence: ``smz train`` options given on the
-command line, environment variables (prefix ``SMZ_TRAINER_``), the ``[trainer]`` table of a TOML
-config file (``smz train --config FILE``), the defaults below."""
+"""Trainer settings, from four places in this order of precedence: ``smz train`` options (and ``--set``)
+given on the command line, environment variables (prefix ``SMZ_TRAINER_``), the ``[trainer]`` table of
+a TOML config file (``smz train --config FILE``), the defaults below (services/settings.py)."""
 
 from __future__ import annotations
 
-import tomllib
-from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic_settings import SettingsConfigDict
 
+from services.settings import (
+    LOCALHOST,
+    TRAINER_METRICS_PORT,
+    ServiceSettings,
+    read_config_table,
+    validation_problems,
+)
+from shared.model.config import ModelConfig
 from shared.training.config import TrainingConfig
 
-# The config file of the settings being built (``TrainerSettings.load``); None: no file.
-_CONFIG_FILE: ContextVar[Path | None] = ContextVar("trainer_config_file", default=None)
 
-
-class TrainerSettings(BaseSettings):
+class TrainerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SMZ_TRAINER_", frozen=True)
+    service = "trainer"
 
     db: Path
     instrument: str
@@ -40,36 +40,20 @@ class TrainerSettings(BaseSettings):
     min_validation_trades: int = Field(10, ge=0)  # fewer trades cannot make a checkpoint "best"
     threads: int = Field(2, ge=1)
     seed: int = 0
-    metrics_port: int = Field(9101, ge=0, le=65535)  # Prometheus endpoint; 0 turns it off
-    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers, so Prometheus can scrape it
+    metrics_port: int = Field(TRAINER_METRICS_PORT, ge=0, le=65535)  # Prometheus endpoint; 0 turns it off
+    metrics_host: str = LOCALHOST  # 0.0.0.0 in containers, so Prometheus can scrape it
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = _CONFIG_FILE.get()
-        if config_file is not None:
-            table = ("trainer",)
-            sources.append(TomlConfigSettingsSource(settings_cls, config_file, toml_table_header=table))
-        return tuple(sources)
 
-    @classmethod
-    def load(cls, config_file: Path | None = None, **given: Any) -> TrainerSettings:
-        """The settings: ``given`` (options the user gave; None values are not given) over the
-        environment over ``config_file``'s ``[trainer]`` table over the defaults."""
-        if config_file is not None and not config_file.is_file():
-            raise ValueError(f"config file {config_file} does not exist")
-        token = _CONFIG_FILE.set(config_file)
-        try:
-            return cls(**{k: v for k, v in given.items() if v is not None})
-        finally:
-            _CONFIG_FILE.reset(token)
+def parse_assignments(assignments: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` pairs (``--set``) as a dict; ``-`` in a key reads as ``_``."""
+    values: dict[str, str] = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {assignment!r}")
+        values[key] = value.strip()
+    return values
 
 
 def training_from(
@@ -81,22 +65,11 @@ def training_from(
     """The training configuration: a recipe's defaults (``recipe``, else the file's ``[training]
     recipe``, else ``equity``), then the file's other ``[training]`` keys, then ``options``, then the
     ``KEY=VALUE`` ``assignments`` (``--set``). Unknown keys and bad values raise ValueError."""
-    table: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            table = dict(tomllib.loads(config_file.read_text()).get("training", {}))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ValueError(f"cannot read the config file {config_file}: {exc}") from exc
+    table = read_config_table(config_file, "training") if config_file is not None else {}
     name = recipe or table.pop("recipe", None) or "equity"
     table.pop("recipe", None)
-    values = {**table, **(options or {})}
+    values = {**table, **(options or {}), **parse_assignments(assignments or [])}
     fields = TrainingConfig.model_fields
-    for assignment in assignments or []:
-        key, sep, value = assignment.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ValueError(f"--set takes KEY=VALUE, got {assignment!r}")
-        values[key] = value.strip()
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(
@@ -105,5 +78,55 @@ def training_from(
     try:
         return TrainingConfig.recipe(name, **values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"invalid training setting: {problems}") from None
+        raise ValueError(f"invalid training setting: {validation_problems(exc)}") from None
+
+
+# The sizes of a fresh run's networks that --set and a [model] table may choose; the others follow from
+# the data and the rules (window, features, actions, outcomes).
+MODEL_KEYS = frozenset(ModelConfig.model_fields) - {"window", "n_features", "n_actions", "n_outcomes"}
+TRAINER_KEYS = frozenset(TrainerSettings.model_fields)
+TRAINING_KEYS = frozenset(TrainingConfig.model_fields)
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What ``smz train`` runs with."""
+
+    settings: TrainerSettings
+    training: TrainingConfig
+    model: ModelConfig | None  # a fresh run's networks; None: the defaults (or the resumed run's)
+
+
+def training_run_from(
+    config_file: Path | None,
+    options: dict[str, Any],
+    recipe: str | None = None,
+    assignments: list[str] | None = None,
+) -> TrainingRun:
+    """The trainer settings, training configuration and model sizes of ``smz train``. ``options`` (the
+    command line's; None is not given) are trainer settings or training ones (``reward``); each ``--set
+    KEY=VALUE`` goes to whichever of the three has the field and wins over the options."""
+    assigned = parse_assignments(assignments or [])
+    unknown = sorted(set(assigned) - TRAINER_KEYS - TRAINING_KEYS - MODEL_KEYS)
+    if unknown:
+        raise ValueError(
+            f"unknown setting(s) {', '.join(unknown)}; --set takes a field of the trainer settings "
+            f"({', '.join(sorted(TRAINER_KEYS))}), the training configuration "
+            f"({', '.join(sorted(TRAINING_KEYS))}) or the model ({', '.join(sorted(MODEL_KEYS))})"
+        )
+    given = {k: v for k, v in options.items() if v is not None} | assigned
+    settings = TrainerSettings.load(config_file, **_part(given, TRAINER_KEYS))
+    training = training_from(config_file, recipe, options=_part(given, TRAINING_KEYS))
+    sizes = read_config_table(config_file, "model") if config_file is not None else {}
+    sizes |= _part(given, MODEL_KEYS)
+    if set(sizes) - MODEL_KEYS:
+        raise ValueError(f"unknown model setting(s) {', '.join(sorted(set(sizes) - MODEL_KEYS))}")
+    try:
+        model = ModelConfig(**sizes) if sizes else None
+    except ValidationError as exc:
+        raise ValueError(f"invalid model setting: {validation_problems(exc)}") from None
+    return TrainingRun(settings, training, model)
+
+
+def _part(values: dict[str, Any], keys: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k in keys}

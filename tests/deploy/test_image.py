@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from services.settings import FEATURE_BUILDER_METRICS_PORT, GATEWAY_PORT, INFERENCE_PORT, TRAINER_METRICS_PORT
 from tests.deploy.helpers import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -148,3 +149,15 @@ def test_healthcheck_picks_the_jobs_endpoint(healthcheck, argv, env, url) -> Non
 def test_healthcheck_reports_a_dead_endpoint(healthcheck) -> None:  # type: ignore[no-untyped-def]
     ok, message = healthcheck.check("http://127.0.0.1:9/healthz")
     assert not ok and "127.0.0.1:9" in message
+
+
+def test_healthcheck_defaults_are_the_settings_ports(healthcheck) -> None:  # type: ignore[no-untyped-def]
+    """healthcheck.py imports nothing of ours: its default ports must be services/settings.py's."""
+    expected = {
+        ("serve", "inference"): f"http://127.0.0.1:{INFERENCE_PORT}/healthz",
+        ("serve", "broker-gateway"): f"http://127.0.0.1:{GATEWAY_PORT}/healthz",
+        ("serve", "feature-builder"): f"http://127.0.0.1:{FEATURE_BUILDER_METRICS_PORT}/metrics",
+        ("train",): f"http://127.0.0.1:{TRAINER_METRICS_PORT}/metrics",
+    }
+    for args, url in expected.items():
+        assert healthcheck.health_url(["smz", *args], {}) == url

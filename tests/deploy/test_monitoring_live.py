@@ -311,7 +311,7 @@ def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> Non
         _wait_until(all_up, "every target up", 15)
         time.sleep(3)
 
-        failures, empty, queries = _run_every_query(api, config.account)
+        failures, empty, queries = _run_every_query(api, config.shared.account)
         assert not failures, "\n".join(failures)
         assert not empty, "live-trading panels without data:\n" + "\n".join(empty)
 
@@ -330,7 +330,7 @@ def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> Non
         training.close()
         _stop_prometheus(prometheus, prometheus_log)
         redis.Redis.from_url(REDIS_URL).delete(
-            config.windows_stream,
-            config.positions_stream,
-            position_key(config.account, SAMPLE_INSTRUMENT),
+            config.shared.windows_stream,
+            config.shared.positions_stream,
+            position_key(config.shared.account, SAMPLE_INSTRUMENT),
         )

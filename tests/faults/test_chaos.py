@@ -70,7 +70,7 @@ class Chaos:
         try:
             positions = httpx.get(
                 f"{self.config.gateway_url}/v1/positions",
-                params={"account": self.config.account},
+                params={"account": self.config.shared.account},
                 headers={"Authorization": f"Bearer {TOKEN}"},
                 timeout=5,
             ).json()
@@ -136,7 +136,7 @@ def test_every_bar_decided_once_through_sigkills_of_every_process(tmp_path: Path
     redis_server.start()
     config = isolated_stack_config(
         tmp_path, db, "GBPJPY", root, "chaos",
-        redis_url=redis_url, token=TOKEN, start=iso(start_ts), end=iso(end_ts),
+        redis_url=redis_url, gateway_token=TOKEN, start=iso(start_ts), end=iso(end_ts),
         extra_env={
             "SMZ_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
             "SMZ_INFERENCE_CLAIM_IDLE_MS": "2000",
@@ -178,7 +178,8 @@ def test_every_bar_decided_once_through_sigkills_of_every_process(tmp_path: Path
     count, distinct, first, last = ledger_decisions(config)
     with duckdb.connect(str(config.ledger_db), read_only=True) as con:
         fills, distinct_fills = con.execute(
-            "SELECT count(*), count(DISTINCT client_order_id) FROM fills WHERE account = ?", [config.account]
+            "SELECT count(*), count(DISTINCT client_order_id) FROM fills WHERE account = ?",
+            [config.shared.account],
         ).fetchone()
     assert count == distinct == SESSIONS * SESSION_BARS
     assert (first, last) == (start_ts, end_ts - 60)

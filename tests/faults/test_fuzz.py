@@ -24,6 +24,7 @@ from services.broker_gateway.settings import GatewaySettings
 from services.inference.app import InferenceService
 from services.inference.app import create_app as inference_app
 from services.inference.settings import InferenceSettings
+from services.settings import SharedSettings
 from tests.services.inference.helpers import save_version, serving
 
 GATEWAY_TOKEN = "fuzz-gateway-token"
@@ -50,10 +51,9 @@ def checks_for(case: schemathesis.Case) -> list[object]:
 def _gateway_settings(ledger: Path) -> GatewaySettings:
     tag = uuid.uuid4().hex[:10]
     return GatewaySettings(
-        token=GATEWAY_TOKEN,
+        shared=SharedSettings(gateway_token=GATEWAY_TOKEN, positions_stream=f"test:fuzz:{tag}:positions"),
         admin_token=ADMIN_TOKEN,
         ledger_db=ledger,
-        positions_stream=f"test:fuzz:{tag}:positions",
     )
 
 

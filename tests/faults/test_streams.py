@@ -40,14 +40,15 @@ def test_an_entry_the_gateway_keeps_failing_is_dead_lettered_and_the_rest_go_on(
     gateway = FakeGateway(failing={"GBPJPY"})
     poison = window_messages(1, "GBPJPY", seed=1)
     behind = window_messages(2, "EURUSD", seed=2)
-    settings = settings_for(root, streams, "", max_attempts=3, retry_max_seconds=0.1)
-    with serving(gateway.app()) as url, running(settings.model_copy(update={"gateway_url": url})) as service:
-        started = time.monotonic()
-        publish(redis_client, streams.windows, [poison[0], *behind])
-        wait_until(lambda: len(gateway.orders) == 2, timeout=10, what="the EURUSD orders")
-        assert time.monotonic() - started < 10
-        wait_until(lambda: all_acked(redis_client, streams), what="all entries acked")
-        assert metric(service, "smz_inference_stream_dead_lettered_total") == 1
+    with serving(gateway.app()) as url:
+        settings = settings_for(root, streams, url, max_attempts=3, retry_max_seconds=0.1)
+        with running(settings) as service:
+            started = time.monotonic()
+            publish(redis_client, streams.windows, [poison[0], *behind])
+            wait_until(lambda: len(gateway.orders) == 2, timeout=10, what="the EURUSD orders")
+            assert time.monotonic() - started < 10
+            wait_until(lambda: all_acked(redis_client, streams), what="all entries acked")
+            assert metric(service, "smz_inference_stream_dead_lettered_total") == 1
     assert [o.instrument for o in gateway.orders.values()] == ["EURUSD", "EURUSD"]
     assert sum(o.instrument == "GBPJPY" for o in gateway.attempts) == 3  # bounded
     (dead,) = redis_client.xrange(streams.dead)

@@ -14,6 +14,7 @@ import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import jsonschema
 import kubernetes_validate
@@ -26,6 +27,7 @@ from services.cli import LiveService
 from services.cli import app as smz_app
 from services.feature_builder.settings import FeatureBuilderSettings
 from services.inference.settings import InferenceSettings
+from services.settings import ServiceSettings
 from services.trainer.settings import TrainerSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,11 +42,11 @@ SCHEMAS = Path(__file__).parent / "schemas"
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SCHEMAS / "servicemonitor-monitoring.coreos.com-v1.json"
 }
+# The settings of each `smz serve SERVICE`.
 SETTINGS = {
-    "SMZ_INFERENCE_": InferenceSettings,
-    "SMZ_GATEWAY_": GatewaySettings,
-    "SMZ_FEATURE_BUILDER_": FeatureBuilderSettings,
-    "SMZ_TRAINER_": TrainerSettings,
+    "inference": InferenceSettings,
+    "broker-gateway": GatewaySettings,
+    "feature-builder": FeatureBuilderSettings,
 }
 
 
@@ -207,7 +209,7 @@ def test_inference_deployment(overlay: str) -> None:
     volume, vmount = mount(deployment, "checkpoints")
     assert vmount["readOnly"] is True and volume["persistentVolumeClaim"]["readOnly"] is True
     assert vmount["mountPath"] == env["SMZ_INFERENCE_CHECKPOINT_DIR"]
-    assert env["SMZ_INFERENCE_GATEWAY_URL"] == "http://broker-gateway:8002"
+    assert env["SMZ_GATEWAY_URL"] == "http://broker-gateway:8002"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -324,28 +326,52 @@ def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
     return meta.get("labels", {})
 
 
+def settings_class(workload: dict[str, Any]) -> type[ServiceSettings] | None:
+    """The settings class of the smz command a workload runs (None: not an smz service)."""
+    args = container(workload).get("args") or [""]
+    if args[0] == "serve":
+        return SETTINGS[args[1]]
+    return TrainerSettings if args[0] == "train" else None
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_settings_are_ones_the_services_read(overlay: str) -> None:
     """Every SMZ_* key names a real setting (pydantic-settings would silently ignore a typo), the
     services accept the values, and every HTTP/metrics server binds 0.0.0.0."""
     objs = render(overlay)
     for workload in workloads(objs):
-        env = pod_env(objs, workload)
-        for key in (k for k in env if k.startswith("SMZ_")):
-            (prefix,) = [p for p in SETTINGS if key.startswith(p)]
-            assert key.removeprefix(prefix).lower() in SETTINGS[prefix].model_fields, key
-        for prefix, settings in SETTINGS.items():
-            values = {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
-            if not values:
-                continue
-            if settings is FeatureBuilderSettings:
-                values.setdefault("oanda_token", "from-the-secret")
-            if settings is TrainerSettings:
-                values |= {"db": "x", "instrument": "x", "out": "x"}  # CLI options
-            settings(**values)
-            for host in ("host", "metrics_host"):
-                if host in settings.model_fields:
-                    assert values.get(host) == "0.0.0.0", f"{workload['metadata']['name']}: {prefix}{host}"
+        env = {k: v for k, v in pod_env(objs, workload).items() if k.startswith("SMZ_")}
+        names = {e["name"] for e in container(workload).get("env", []) if e["name"].startswith("SMZ_")}
+        settings = settings_class(workload)
+        if settings is None:
+            assert not env and not names, workload["metadata"]["name"]
+            continue
+        assert set(env) | names <= set(settings.variables()), workload["metadata"]["name"]
+        given: dict[str, Any] = {}
+        if settings is FeatureBuilderSettings:
+            given["oanda_token"] = "from-the-secret"
+        if settings is TrainerSettings:
+            given |= {"db": "x", "instrument": "x", "out": "x"}  # CLI options
+        with mock.patch.dict(os.environ, env, clear=True):
+            settings(**given)  # what the container reads from these variables
+        for host in ("host", "metrics_host"):
+            if host in settings.model_fields:
+                variable = f"{settings.prefix()}{host.upper()}"
+                assert env.get(variable) == "0.0.0.0", f"{workload['metadata']['name']}: {variable}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_live_services_read_one_shared_config_map(overlay: str) -> None:
+    """Account, spread and the gateway's URL are set once, for all three (services/settings.py)."""
+    objs = render(overlay)
+    shared = by_prefix(objs, "ConfigMap", "smz-shared-config")
+    assert shared["data"]["SMZ_SPREAD_PIPS"] and shared["data"]["SMZ_ACCOUNT"]
+    for name in SETTINGS:
+        sources = [s["configMapRef"]["name"] for s in container(find(objs, "Deployment", name))["envFrom"]]
+        assert shared["metadata"]["name"] in sources, name
+        for source in sources:  # no service sets a shared variable of its own
+            if source != shared["metadata"]["name"]:
+                assert not set(find(objs, "ConfigMap", source)["data"]) & set(shared["data"]), name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -386,16 +412,12 @@ def test_redis_needs_its_password_and_only_the_live_services_reach_it(overlay: s
     objs = render(overlay)
     redis_args = container(find(objs, "Deployment", "redis"))["args"]
     assert redis_args[redis_args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
-    for name, prefix in (
-        ("broker-gateway", "SMZ_GATEWAY_"),
-        ("inference", "SMZ_INFERENCE_"),
-        ("feature-builder", "SMZ_FEATURE_BUILDER_"),
-    ):
+    for name in ("broker-gateway", "inference", "feature-builder"):
         env = container(find(objs, "Deployment", name))["env"]
         names = [e["name"] for e in env]
-        url = next(e["value"] for e in env if e["name"] == f"{prefix}REDIS_URL")
+        url = next(e["value"] for e in env if e["name"] == "SMZ_REDIS_URL")
         assert url == "redis://:$(REDIS_PASSWORD)@redis:6379/0"
-        assert names.index("REDIS_PASSWORD") < names.index(f"{prefix}REDIS_URL")  # expanded in order
+        assert names.index("REDIS_PASSWORD") < names.index("SMZ_REDIS_URL")  # expanded in order
     policies = {o["metadata"]["name"]: o for o in objs if o["kind"] == "NetworkPolicy"}
     deny = policies["default-deny-ingress"]["spec"]
     assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny

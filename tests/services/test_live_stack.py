@@ -63,7 +63,7 @@ def _contiguous_sessions(db: Path, instrument: str, count: int) -> tuple[int, in
 def _as_of(config: StackConfig) -> int:
     positions = httpx.get(
         f"{config.gateway_url}/v1/positions",
-        params={"account": config.account},
+        params={"account": config.shared.account},
         headers={"Authorization": f"Bearer {config.token}"},
         timeout=5,
     ).json()
@@ -83,7 +83,7 @@ def _wait(condition, what: str, timeout: float, stack: LiveStack) -> None:  # ty
 
 def _assert_orders_need_the_token(config: StackConfig) -> None:
     """The gateway refuses an order without its token, or with a wrong one."""
-    order = {"idempotency_key": "x", "account": config.account, "instrument": "GBPJPY", "bar_ts": 60,
+    order = {"idempotency_key": "x", "account": config.shared.account, "instrument": "GBPJPY", "bar_ts": 60,
              "close": 150.0, "action": 1, "session_id": "s", "step": 0}  # fmt: skip
     assert httpx.post(f"{config.gateway_url}/v1/orders", json=order).status_code == 401
     wrong = {"Authorization": "Bearer nope"}
@@ -201,7 +201,7 @@ def test_live_stack_trades_exactly_like_the_backtest(tmp_path: Path) -> None:
         trades = live_trades(config)
     finally:
         stack.stop()
-        client.delete(config.windows_stream, config.positions_stream)
+        client.delete(config.shared.windows_stream, config.shared.positions_stream)
 
     # One decision per bar, each bar once: nothing lost across the kill, nothing ordered twice.
     count, distinct, first, last = ledger_decisions(config)
@@ -255,7 +255,7 @@ def _decision_orders(config: StackConfig) -> list[tuple[Any, ...]]:
         return con.execute(
             "SELECT epoch(bar_ts), step, action FROM orders WHERE account = ? AND kind = 'decision' "
             "ORDER BY bar_ts",
-            [config.account],
+            [config.shared.account],
         ).fetchall()
 
 
@@ -335,13 +335,13 @@ def test_live_rewards_equal_the_backtest_rewards_bar_for_bar(tmp_path: Path, rew
         assert stack.feature_builder.wait(timeout=150) == 0
         rewards = httpx.get(
             f"{config.gateway_url}/v1/rewards",
-            params={"account": config.account, "limit": 100_000},
+            params={"account": config.shared.account, "limit": 100_000},
             headers=auth,
         ).json()
         trades = live_trades(config)
     finally:
         stack.stop()
-        client.delete(config.windows_stream, config.positions_stream)
+        client.delete(config.shared.windows_stream, config.shared.positions_stream)
 
     orders = _decision_orders(config)
     assert [int(o[1]) for o in orders] == list(range(SESSION_BARS)) * REWARD_SESSIONS
@@ -353,7 +353,9 @@ def test_live_rewards_equal_the_backtest_rewards_bar_for_bar(tmp_path: Path, rew
     assert live == expected  # every decision, bar for bar, exactly
     # An equity reward of a position left open was settled by the next bar's order.
     later = [
-        r for r in rewards if r["settled_by"] != idempotency_key(config.account, "SYNTHJPY", r["bar_ts"])
+        r
+        for r in rewards
+        if r["settled_by"] != idempotency_key(config.shared.account, "SYNTHJPY", r["bar_ts"])
     ]
     assert (len(later) >= 10) == (reward == "equity") and (not later) == (reward == "amddp1")
     assert [int(o[0]) for o in orders] == sorted(expected)

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from services.broker_gateway.app import create_app
 from services.broker_gateway.brokers import Broker
 from services.broker_gateway.settings import GatewaySettings
+from services.settings import SharedSettings
 from tests.helpers import free_port
 from tests.oanda_stub import OandaStub, serve_oanda_stub
 
@@ -77,12 +78,12 @@ def make_settings(
             monkeypatch.delenv(name)
 
     def make(**overrides: Any) -> GatewaySettings:
+        shared = {"gateway_token": TOKEN, "redis_url": REDIS_URL, "positions_stream": stream}
+        shared |= {k: overrides.pop(k) for k in list(overrides) if k in SharedSettings.model_fields}
         values: dict[str, Any] = {
-            "token": TOKEN,
             "admin_token": ADMIN_TOKEN,
             "ledger_db": tmp_path / "ledger.duckdb",
-            "redis_url": REDIS_URL,
-            "positions_stream": stream,
+            "shared": shared,
         }
         values.update(overrides)
         return GatewaySettings(**values)

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.broker_gateway.settings import DEFAULT_TOKEN, GatewaySettings
+from services.broker_gateway.settings import GatewaySettings
+from services.settings import DEFAULT_TOKEN, SharedSettings
 from shared.wire import POSITIONS_STREAM
 
 Settings = Callable[..., GatewaySettings]
@@ -84,12 +85,13 @@ def test_readiness_fails_without_redis(make_settings: Settings, open_gateway: An
 def test_settings_defaults_and_checks(make_settings: Settings) -> None:
     # make_settings: only so that no SMZ_GATEWAY_* variable of the shell leaks in.
     settings = GatewaySettings()
-    assert (settings.port, settings.positions_stream, settings.spread_pips) == (8002, POSITIONS_STREAM, 4.0)
-    assert settings.token.get_secret_value() == DEFAULT_TOKEN
+    shared = settings.shared
+    assert (settings.port, shared.positions_stream, shared.spread_pips) == (8002, POSITIONS_STREAM, 4.0)
+    assert shared.gateway_token.get_secret_value() == DEFAULT_TOKEN
     assert settings.risk_limits() == (0.0, 0.0)  # paper: risk limits off unless set
     assert GatewaySettings(max_daily_loss_pips="", stale_bar_seconds="").risk_limits() == (0.0, 0.0)
     with pytest.raises(ValueError, match="broker=oanda needs SMZ_GATEWAY_OANDA_ACCOUNT_ID"):
-        GatewaySettings(broker="oanda", token="real")
+        GatewaySettings(broker="oanda", shared=SharedSettings(gateway_token="real"))
     oanda = {"broker": "oanda", "oanda_account_id": "101", "oanda_token": "x"}
     with pytest.raises(ValueError, match="needs SMZ_GATEWAY_ADMIN_TOKEN"):
         GatewaySettings(**oanda)
@@ -104,15 +106,18 @@ def test_settings_defaults_and_checks(make_settings: Settings) -> None:
     ]
     for weak in placeholders:
         with pytest.raises(ValueError, match="refuses SMZ_GATEWAY_TOKEN"):
-            GatewaySettings(**oanda, token=weak, admin_token=admin)
+            GatewaySettings(**oanda, shared=SharedSettings(gateway_token=weak), admin_token=admin)
         with pytest.raises(ValueError, match="refuses SMZ_GATEWAY_ADMIN_TOKEN"):
-            GatewaySettings(**oanda, token=strong, admin_token=weak)
+            GatewaySettings(**oanda, shared=SharedSettings(gateway_token=strong), admin_token=weak)
     with pytest.raises(ValueError, match="must differ"):
-        GatewaySettings(**oanda, token=strong, admin_token=strong)
-    live = GatewaySettings(**oanda, token=strong, admin_token=admin)
+        GatewaySettings(**oanda, shared=SharedSettings(gateway_token=strong), admin_token=strong)
+    live = GatewaySettings(**oanda, shared=SharedSettings(gateway_token=strong), admin_token=admin)
     assert live.risk_limits() == (200.0, 120.0)  # on by default where money moves
     assert (
-        GatewaySettings(**oanda, token=strong, admin_token=admin, max_daily_loss_pips=0).risk_limits()[0] == 0
+        GatewaySettings(
+            **oanda, shared=SharedSettings(gateway_token=strong), admin_token=admin, max_daily_loss_pips=0
+        ).risk_limits()[0]
+        == 0
     )
     with pytest.raises(ValueError, match="not HH:MM in an IANA zone"):
         GatewaySettings(day_boundary_zone="Mars/Olympus")

@@ -181,12 +181,12 @@ def test_idempotency_survives_a_restart(
         before = gw.position()
         assert before["side"] == 1 and before["entry_price"] == 150.00
         assert before["reward_pending_bar_ts"] == T0 + 60
-        published = redis_client.xlen(settings.positions_stream)
+        published = redis_client.xlen(settings.shared.positions_stream)
         assert published == 3  # two orders, and the duplicate published the position again
 
     with open_gateway(settings) as gw:
         assert gw.position() == before
-        assert redis_client.xlen(settings.positions_stream) == published + 1  # restored, republished
+        assert redis_client.xlen(settings.shared.positions_stream) == published + 1  # restored, republished
         assert gw.order("k-open", T0, 150.00, BUY) == {**first, "duplicate": True}
         # The same key with another action is still the same bar's order: the first decision stands.
         assert gw.order("k-hold", T0 + 60, 150.07, CLOSE, step=1) == {**hold, "duplicate": True}

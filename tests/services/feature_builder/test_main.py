@@ -35,15 +35,16 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, sam
     monkeypatch.setenv("SMZ_FEATURE_BUILDER_PACE_MS", "0.0")
     monkeypatch.setenv("SMZ_FEATURE_BUILDER_REALTIME", "false")
     settings = FeatureBuilderSettings()  # type: ignore[call-arg]
-    assert settings.source == "duckdb" and settings.account == "paper" and settings.spread_pips == 4.0
-    assert (settings.windows_stream, settings.positions_stream) == (WINDOWS_STREAM, POSITIONS_STREAM)
+    shared = settings.shared
+    assert settings.source == "duckdb" and shared.account == "paper" and shared.spread_pips == 4.0
+    assert (shared.windows_stream, shared.positions_stream) == (WINDOWS_STREAM, POSITIONS_STREAM)
     assert settings.start_ts == 1_483_430_400 and settings.end_ts == 1_483_430_400 + 7200
     assert (settings.metrics_port, settings.metrics_host, settings.position_wait_seconds) == (
         9102,
         "127.0.0.1",
         30,
     )
-    assert settings.redis_url == "redis://127.0.0.1:6379/0" and settings.poll_seconds == 5
+    assert shared.redis_url == "redis://127.0.0.1:6379/0" and settings.poll_seconds == 5
     assert len(build_source(settings)) == 120
 
     monkeypatch.setenv("SMZ_FEATURE_BUILDER_SOURCE", "oanda")

@@ -25,11 +25,14 @@ HISTORY = 450
 
 
 def settings_for(names: Names, **kwargs: object) -> FeatureBuilderSettings:
-    base: dict[str, object] = {
-        "instrument": "GBPJPY",
+    shared = {
         "windows_stream": names.windows_stream,
         "positions_stream": names.positions_stream,
         "account": names.account,
+    }
+    base: dict[str, object] = {
+        "instrument": "GBPJPY",
+        "shared": shared,
         "metrics_port": 0,
         "position_wait_seconds": 5.0,
     }

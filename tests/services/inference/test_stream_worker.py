@@ -24,14 +24,19 @@ from tests.services.inference.helpers import TOKEN, FakeGateway, free_port, make
 BAR0 = 1_699_999_980  # a whole minute
 
 
-def settings_for(root: Path, streams: Streams, gateway_url: str, **overrides: object) -> InferenceSettings:
+def settings_for(
+    root: Path, streams: Streams, gateway_url: str, gateway_token: str = TOKEN, **overrides: object
+) -> InferenceSettings:
+    shared = {
+        "windows_stream": streams.windows,
+        "gateway_url": gateway_url,
+        "gateway_token": gateway_token,
+        "account": "paper",
+    }
     values: dict[str, object] = {
         "checkpoint_dir": root,
-        "windows_stream": streams.windows,
+        "shared": shared,
         "dead_letter_stream": streams.dead,
-        "gateway_url": gateway_url,
-        "gateway_token": TOKEN,
-        "account": "paper",
         "claim_idle_ms": 300,
         "retry_max_seconds": 0.2,
         "batch_wait_ms": 5,

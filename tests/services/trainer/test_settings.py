@@ -1,4 +1,5 @@
-"""Where the trainer's settings come from: option > SMZ_TRAINER_* variable > config file > default."""
+"""Where the trainer's settings come from: option (and --set) > SMZ_TRAINER_* variable > config file >
+default."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typer.testing import CliRunner
 
 from services.cli import app
 from services.trainer.settings import TrainerSettings, training_from
+from shared.model.config import ModelConfig
 from shared.training.config import RECIPES, TrainingConfig
 
 REQUIRED = {"db": Path("market.duckdb"), "instrument": "SYNTHJPY", "out": Path("runs/x")}
@@ -26,7 +28,7 @@ def config_file(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def no_trainer_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("SMZ_TRAINER_WORKERS", "SMZ_TRAINER_SEED", "SMZ_TRAINER_VALIDATE_EVERY"):
+    for name in ("SMZ_TRAINER_WORKERS", "SMZ_TRAINER_SEED", "SMZ_TRAINER_VALIDATE_EVERY", "SMZ_CONFIG"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -83,3 +85,40 @@ def test_training_configuration_recipe_file_options_and_set(config_file: Path) -
         training_from(assignments=["batch_size=many"])
     with pytest.raises(ValueError, match="unknown training recipe 'sharp'"):
         training_from(recipe="sharp")
+
+
+def test_smz_train_takes_flag_over_variable_over_file_and_routes_set(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `smz train` would run with (run_training stubbed): the [trainer] table's workers, seed and
+    validate_every, SMZ_TRAINER_SEED over the file, --workers over both, --set over the file's
+    validate_every and [training] td_steps; a model size goes to a fresh run's network."""
+    import services.trainer.worker as worker
+
+    runs: list[tuple[TrainerSettings, TrainingConfig, ModelConfig | None]] = []
+    monkeypatch.setattr(worker, "run_training", lambda *run: runs.append(run) or {"ok": True})
+    monkeypatch.setenv("SMZ_TRAINER_SEED", "9")
+    argv = ["train", "--db", "m.duckdb", "--instrument", "SYNTHJPY", "--out", "runs/x", "--episodes", "1"]
+    assignments = ["--set", "validate_every=128", "--set", "td-steps=25", "--set", "hidden=64"]
+    done = CliRunner().invoke(app, [*argv, "--workers", "2", "--config", str(config_file), *assignments])
+    assert done.exit_code == 0, done.output
+    settings, training, model = runs[-1]
+    assert (settings.workers, settings.seed, settings.validate_every) == (2, 9, 128)
+    assert settings.sessions_per_round == 64  # the default
+    assert (training.td_steps, training.batch_size, training.reward) == (25, 64, RECIPES["seed"]["reward"])
+    assert model == ModelConfig(hidden=64)
+    # The file from SMZ_CONFIG when --config is not given; --reward is a training option.
+    monkeypatch.setenv("SMZ_CONFIG", str(config_file))
+    done = CliRunner().invoke(app, [*argv, "--reward", "equity"])
+    assert done.exit_code == 0, done.output
+    settings, training, model = runs[-1]
+    assert (settings.workers, settings.seed, training.td_steps, training.reward) == (3, 9, 12, "equity")
+    assert model is None
+    refused = CliRunner().invoke(app, [*argv, "--set", "hiden=64"])
+    assert refused.exit_code == 2 and "unknown setting(s) hiden" in refused.output
+    assert "--set" in refused.output and "hidden" in refused.output
+
+
+def test_smz_train_help_shows_the_choices() -> None:
+    shown = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    assert "equity|seed" in shown and "equity|amddp1" in shown and "--set" in shown

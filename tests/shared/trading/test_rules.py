@@ -9,9 +9,9 @@ import pytest
 import shared.env
 import shared.position
 import shared.reward
-import shared.search.kernels as kernels
 from shared.instruments import DEFAULT_SPREAD_PIPS
 from shared.position import PositionState
+from shared.search.search import RULES as SEARCH_RULES
 from shared.trading import rules
 from shared.trading.rules import (
     EVENT,
@@ -31,10 +31,10 @@ from shared.trading.rules import (
 def test_every_part_reads_the_one_rulebook() -> None:
     assert shared.env.LEGAL is LEGAL and shared.env.EVENT is EVENT and shared.env.STEP_REWARD is STEP_REWARD
     assert shared.env.INVALID_PENALTY is INVALID_PENALTY and shared.position.LEGAL is LEGAL
-    assert kernels.LEGAL is LEGAL and kernels.EVENT is EVENT
+    assert SEARCH_RULES.legal is rules.LEGAL_BY_SIDE and SEARCH_RULES.next_side is rules.SIDE_AFTER
     assert shared.reward.Action is Action and shared.reward.legal_actions is legal_actions
     assert shared.env.EnvConfig().spread_pips == PositionState(pip=0.01).spread_pips == DEFAULT_SPREAD_PIPS
-    for table in (LEGAL, EVENT, STEP_REWARD, INVALID_PENALTY, rules.ENTRY_SIDE):
+    for table in (LEGAL, EVENT, STEP_REWARD, INVALID_PENALTY, rules.ENTRY_SIDE, *SEARCH_RULES):
         assert not table.flags.writeable
 
 
@@ -59,8 +59,8 @@ def test_the_tables_say_what_the_contract_says() -> None:
 @pytest.mark.parametrize("side", [-1, 0, 1])
 def test_the_kernels_and_the_live_position_move_sides_as_the_rules_say(side: int) -> None:
     for action in Action:
-        assert kernels.is_legal(side, int(action)) == bool(LEGAL[step_key(int(action), side != 0)])
-        assert kernels.side_after(side, int(action)) == side_after(side, int(action))
+        assert rules.is_legal(side, int(action)) == bool(LEGAL[step_key(int(action), side != 0)])
+        assert rules.LEGAL_BY_SIDE[side + 1, action] == LEGAL[step_key(int(action), side != 0)]
         state = PositionState(pip=0.01)
         if side:
             state.adopt(side, 150.0, 0, 60)

@@ -28,7 +28,7 @@ from shared.search.tree import (
     masked_softmax,
     select,
 )
-from shared.trading.rules import LEGAL_BY_SIDE, N_ACTIONS, SIDE_AFTER, Action, legal_actions
+from shared.trading.rules import LEGAL_BY_SIDE, N_ACTIONS, SIDE_AFTER, Action
 
 if TYPE_CHECKING:
     from shared.model.inference import ModelFunctions
@@ -113,7 +113,7 @@ def _root_prior(
 ) -> np.ndarray:
     """The policy over each root's legal actions, with Dirichlet noise on the exploring roots."""
     prior = np.empty(policy_logits.shape, np.float32)
-    masked_softmax(policy_logits, sides, LEGAL_BY_SIDE, prior)
+    masked_softmax(policy_logits, sides, RULES.legal, prior)
     if config.add_noise:
         assert rng is not None
         prior = np.where(explore[:, None], _add_dirichlet_noise(prior, sides, config, rng), prior)
@@ -188,7 +188,7 @@ def _add_dirichlet_noise(
     prior: np.ndarray, sides: np.ndarray, config: SearchConfig, rng: np.random.Generator
 ) -> np.ndarray:
     """Mix Dirichlet(alpha) noise over each root's legal actions into its prior."""
-    gamma = rng.gamma(config.dirichlet_alpha, size=prior.shape) * legal_actions(sides)
+    gamma = rng.gamma(config.dirichlet_alpha, size=prior.shape) * RULES.legal[sides + 1]
     noise = gamma / gamma.sum(axis=1, keepdims=True)
     f = config.dirichlet_fraction
     return ((1.0 - f) * prior + f * noise).astype(np.float32)

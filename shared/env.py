@@ -29,6 +29,7 @@ from shared.trading.rules import (
     REWARD_CLIP,
     legal_actions,
     side_name,
+    step_key,
 )
 
 _POSITION_BYTES = np.dtype(f"V{N_POSITION * 4}")  # the six float32 position columns as one item
@@ -298,7 +299,7 @@ class TradingEnv:
             raise ValueError(f"expected {self.n} actions, got shape {actions.shape}")
         if actions.dtype.kind not in "iub":
             raise ValueError(f"actions must be integers in 0..{N_ACTIONS - 1}")
-        key = actions.astype(np.int64, copy=False) * 2 + (self.side != 0)
+        key = step_key(actions.astype(np.int64, copy=False), self.side != 0)
         try:
             counts = np.bincount(key, minlength=2 * N_ACTIONS)  # also validates the actions
         except ValueError as exc:

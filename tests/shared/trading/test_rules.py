@@ -43,7 +43,7 @@ SEARCH_MODULE = importlib.import_module("shared.search.search")
 
 def test_every_part_reads_the_one_rulebook() -> None:
     assert shared.position.rules is rules
-    for table in ("LEGAL", "EVENT", "ENTRY_SIDE", "INVALID_PENALTY"):
+    for table in ("LEGAL", "EVENT", "ENTRY_SIDE", "INVALID_PENALTY", "step_key"):
         assert getattr(shared.env, table) is getattr(rules, table)
     for user in (shared.env, shared.position):
         assert user.mark_to_market is book.mark_to_market and user.open_positions is book.open_positions

@@ -14,22 +14,26 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from shared.instruments import DEFAULT_SPREAD_PIPS, pip_size
-from shared.reward import REWARD_CLIP, amddp1, legal_actions, reward_name
-from shared.schema import N_FEATURES, N_MARKET, N_POSITION, POSITION_SCALE, WINDOW
+from shared.schema import N_FEATURES, N_MARKET, N_POSITION, WINDOW
 from shared.sessions import SESSION_BARS
+from shared.trading.book import Book, mark_to_market, open_equity, open_positions, position_features
+from shared.trading.rewards import amddp1_reward, equity_reward, reward_name
 from shared.trading.rules import (
-    BUY,
+    ENTRY_SIDE,
     EVENT,
     EVENT_CLOSE,
     EVENT_OPEN,
     INVALID_PENALTY,
     LEGAL,
     N_ACTIONS,
-    STEP_REWARD,
+    REWARD_CLIP,
+    legal_actions,
     side_name,
+    step_key,
 )
 
 _POSITION_BYTES = np.dtype(f"V{N_POSITION * 4}")  # the six float32 position columns as one item
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 EXIT_CLOSE = "close"
 EXIT_SESSION_END = "session_end"
@@ -153,19 +157,10 @@ TRADE_COLUMNS = (
 TRADE_LOG_FIELDS = tuple(name for name in TRADE_COLUMNS if name != "session")
 
 
-def scale_position_trackers(
-    side: np.ndarray, trackers: np.ndarray, out: np.ndarray | None = None
-) -> np.ndarray:
-    """(n, 6) float32 position columns from the side and the raw trackers (P&L pips, bars since
-    entry, pips from peak, max drawdown, accumulated drawdown): the one definition that the
-    environment and the live position state (``shared.position``) both use."""
-    # float32 tanh is vectorised (float64 tanh is a scalar libm call per element, 4x slower).
-    scaled = (trackers * ((side != 0) / POSITION_SCALE)[:, None]).astype(np.float32)
-    if out is None:
-        out = np.empty((len(side), N_POSITION), dtype=np.float32)
-    out[:, 0] = side
-    np.tanh(scaled, out=out[:, 1:])
-    return out
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else _NO_ROWS
 
 
 @dataclass
@@ -206,14 +201,9 @@ class TradingEnv:
         self._common_step: int | None = 0
         self.bar = starts.copy()
         self.close_now = self.market.close[self.bar]
-        self.side = np.zeros(n, dtype=np.int8)
-        self.entry_price = np.zeros(n)
-        self.entry_bar = np.zeros(n, dtype=np.int64)
-        self.peak = np.zeros(n)
-        # Position trackers before scaling, one column each, so the features are a few array ops:
-        # P&L pips, bars since entry, pips from peak, max drawdown, accumulated drawdown.
-        self.trackers = np.zeros((n, N_POSITION - 1))
-        self.pnl, self.bars_since_entry, self.dd, self.min_dd, self.acc_dd = self.trackers.T
+        self.book = Book.flat(n)  # the open positions, a row per session (shared.trading.book)
+        # Its columns by name: the same arrays, only ever changed in place.
+        self.side, self.entry_price, self.entry_bar, self.peak, self.trackers = self.book
         self._pos = np.empty((n, N_POSITION), dtype=np.float32)
         self._all_done = np.ones(n, dtype=bool)
         self._none_done = np.zeros(n, dtype=bool)
@@ -230,8 +220,8 @@ class TradingEnv:
         self.close_now[rows] = self.market.close[starts]
         self.step_in_session[rows] = 0
         self._common_step = int(self.step_in_session[0]) if (self.step_in_session == 0).all() else None
-        for arr in (self.side, self.entry_price, self.entry_bar, self.peak, self.trackers):
-            arr[rows] = 0
+        for column in self.book:
+            column[rows] = 0
         return self.observation()
 
     def _check_starts(self, starts: np.ndarray) -> None:
@@ -245,10 +235,6 @@ class TradingEnv:
     # --------------------------------------------------------- observation
     def legal_actions(self) -> np.ndarray:
         return legal_actions(self.side)
-
-    def position_features(self) -> np.ndarray:
-        """(n, 6) float32 position columns at each row's current bar."""
-        return scale_position_trackers(self.side, self.trackers, out=self._pos)
 
     def observation(self) -> np.ndarray:
         """(n, 32, 15) float32 windows at each row's current bar (a new array each call)."""
@@ -265,18 +251,55 @@ class TradingEnv:
         # Flat rows' position columns are already zero in the gathered windows.
         in_position = np.flatnonzero(self.side)
         if len(in_position):
-            target[in_position] = self.position_features()[in_position].view(_POSITION_BYTES)
+            features = position_features(self.book, out=self._pos)
+            target[in_position] = features[in_position].view(_POSITION_BYTES)
         return obs
 
     # ---------------------------------------------------------------- step
     def step(self, actions: np.ndarray) -> StepResult:
         actions = np.asarray(actions)
+        key = self._step_keys(actions)
+        cfg = self.config
+        equity_before = open_equity(self.book) if cfg.reward == "equity" else None
+        event = EVENT[key]
+        closed: list[np.ndarray] = []  # rows that closed a trade, and its P&L (at most one a row)
+        closed_pnl: list[np.ndarray] = []
+        if np.count_nonzero(event):
+            closing = np.flatnonzero(event == EVENT_CLOSE)
+            if len(closing):
+                closed.append(closing)
+                closed_pnl.append(self._close(closing, _EXIT_CLOSE))
+            opening = np.flatnonzero(event == EVENT_OPEN)
+            if len(opening):
+                side = ENTRY_SIDE[actions[opening]]
+                open_positions(
+                    self.book, opening, side, self.close_now[opening], self.bar[opening], cfg.spread_pips
+                )
+        forced = self._session_end_rows()
+        if forced is not None and len(forced):
+            closed.append(forced)
+            closed_pnl.append(self._close(forced, _EXIT_SESSION_END))
+        rows, pnl = _joined(closed), _joined(closed_pnl)
+        done = self._next_bar()
+        self._mark_to_market()
+        if equity_before is None:
+            reward = amddp1_reward(key, rows, pnl, cfg.reward_clip)
+        else:
+            realised = np.zeros(self.n)
+            realised[rows] += pnl
+            open_after = open_equity(self.book)
+            reward = equity_reward(
+                INVALID_PENALTY[key], equity_before, realised, open_after, cfg.pips_per_reward
+            )
+        return StepResult(self.observation(), reward, done, LEGAL[key])
+
+    def _step_keys(self, actions: np.ndarray) -> np.ndarray:
+        """Each row's ``step_key`` (action, in a position), after checking the actions; counts them."""
         if actions.shape != (self.n,):
             raise ValueError(f"expected {self.n} actions, got shape {actions.shape}")
         if actions.dtype.kind not in "iub":
             raise ValueError(f"actions must be integers in 0..{N_ACTIONS - 1}")
-        # (action, in position) -> one table lookup each, and one count of both.
-        key = actions.astype(np.int64, copy=False) * 2 + (self.side != 0)
+        key = step_key(actions.astype(np.int64, copy=False), self.side != 0)
         try:
             counts = np.bincount(key, minlength=2 * N_ACTIONS)  # also validates the actions
         except ValueError as exc:
@@ -285,74 +308,36 @@ class TradingEnv:
             raise ValueError(f"actions must be integers in 0..{N_ACTIONS - 1}")
         self.action_counts += counts[0::2] + counts[1::2]
         self.flat_action_counts += counts[0::2]
-        cfg = self.config
-        equity = cfg.reward == "equity"
-        valid = LEGAL[key]
-        event = EVENT[key]
-        traded = False
-        if equity:
-            reward = INVALID_PENALTY[key]
-            equity_before = np.where(self.side != 0, self.pnl, 0.0)  # open P&L; realised so far is 0
-            realised = np.zeros(self.n)
-        else:
-            reward = STEP_REWARD[key]
+        return key
 
-        if np.count_nonzero(event):
-            closing = np.flatnonzero(event == EVENT_CLOSE)
-            if len(closing):
-                pnl = self._close(closing, _EXIT_CLOSE)
-                if equity:
-                    realised[closing] += pnl
-                else:
-                    reward[closing] += amddp1(pnl)
-                traded = True
-            opening = np.flatnonzero(event == EVENT_OPEN)
-            if len(opening):
-                self.side[opening] = np.where(actions[opening] == BUY, 1, -1)
-                self.entry_price[opening] = self.close_now[opening]
-                self.entry_bar[opening] = self.bar[opening]
-                self.peak[opening] = -cfg.spread_pips
-                self.trackers[opening] = 0.0
-                self.pnl[opening] = -cfg.spread_pips
-
-        last = cfg.session_bars - 1
+    def _session_end_rows(self) -> np.ndarray | None:
+        """The rows holding a position at their session's last bar (None: no row is there)."""
+        last = self.config.session_bars - 1
         step = self._common_step
         if step is not None:
-            forced = np.flatnonzero(self.side != 0) if step == last else None
-        else:
-            forced = np.flatnonzero((self.step_in_session == last) & (self.side != 0))
-        if forced is not None and len(forced):
-            pnl = self._close(forced, _EXIT_SESSION_END)
-            if equity:
-                realised[forced] += pnl
-            else:
-                reward[forced] += amddp1(pnl)
-            traded = True
-        if traded and not equity:  # only AMDDP1 can leave the clip range
-            np.minimum(reward, cfg.reward_clip, out=reward)
-            np.maximum(reward, -cfg.reward_clip, out=reward)
+            return np.flatnonzero(self.side != 0) if step == last else None
+        return np.flatnonzero((self.step_in_session == last) & (self.side != 0))
 
-        # Move to the next bar; finished rows stay on their last bar until reset.
+    def _next_bar(self) -> np.ndarray:
+        """Move every row to its next bar; finished rows stay on their last bar until reset. Returns
+        which rows' sessions ended with this step."""
+        session_bars = self.config.session_bars
         self.step_in_session += 1
+        step = self._common_step
         if step is not None:
             self._common_step = step + 1
-            finished = step + 1 >= cfg.session_bars
-            done = self._all_done if finished else self._none_done
+            finished = step + 1 >= session_bars
             if not finished:
                 self.bar += 1
-        else:
-            done = self.step_in_session >= cfg.session_bars
-            self.bar += ~done
-        self._mark_to_market()
-        if equity:
-            equity_after = realised + np.where(self.side != 0, self.pnl, 0.0)
-            reward += (equity_after - equity_before) / cfg.pips_per_reward
-        return StepResult(self.observation(), reward, done, valid)
+            return self._all_done if finished else self._none_done
+        done = self.step_in_session >= session_bars
+        self.bar += ~done
+        return done
 
     def _close(self, rows: np.ndarray, reason: int) -> np.ndarray:
         """Close the positions of ``rows`` at this bar's close; returns their P&L pips after spread."""
         # The mark-to-market P&L at this bar is exactly the trade's P&L after spread.
-        pnl = self.pnl[rows]
+        pnl = self.book.pnl[rows]
         # Raw columns only; timestamps and labels are filled in once, by trade_log().
         self._trades.append(
             (
@@ -370,23 +355,9 @@ class TradingEnv:
         return pnl
 
     def _mark_to_market(self) -> None:
-        """Update the open positions' P&L and drawdown trackers at the current bar's close.
-
-        Computed for every row (cheaper than selecting); flat rows' trackers are masked out of the
-        features and reset when a position opens.
-        """
-        close = self.market.close[self.bar]
-        self.close_now = close
-        pnl = self.pnl
-        np.subtract(close, self.entry_price, out=pnl)
-        pnl *= self.side
-        pnl /= self.pip
-        pnl -= self.config.spread_pips
-        np.subtract(self.bar, self.entry_bar, out=self.bars_since_entry, casting="unsafe")
-        np.maximum(self.peak, pnl, out=self.peak)
-        np.subtract(pnl, self.peak, out=self.dd)
-        np.minimum(self.min_dd, self.dd, out=self.min_dd)
-        self.acc_dd -= self.dd
+        """Mark every row's position at its current bar's close."""
+        self.close_now = self.market.close[self.bar]
+        mark_to_market(self.book, self.close_now, self.bar, self.pip, self.config.spread_pips)
 
     # -------------------------------------------------------------- trades
     def trade_log(self) -> TradeLog:

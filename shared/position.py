@@ -1,9 +1,10 @@
 """One position of one instrument, bar by bar: the SPEC section 5 state machine for the live stack.
 
-``TradingEnv`` steps many sessions at once with arrays; this is the same arithmetic for one
-(account, instrument), in the same order of floating-point operations, so that the broker gateway
-and the feature builder reproduce the backtest exactly (tests/shared/test_position.py checks it
-against the environment bar by bar).
+``TradingEnv`` steps many sessions at once with arrays; this is one (account, instrument) stepped
+by the same functions of the rulebook (``shared.trading``: the tables, ``book`` and ``rewards``)
+with one row, so that the broker gateway and the feature builder reproduce the backtest exactly
+(tests/shared/test_position.py checks it against the environment bar by bar). The state itself is
+plain numbers (``to_dict()``), kept between bars in the gateway's ledger.
 
 A bar is handled in two steps, as in the environment:
 1. ``mark(close, step)``: the position is marked to market at the bar's close (P&L, drawdown trackers).
@@ -17,8 +18,8 @@ Rewards (``shared.reward``), either one per decision, as the environment pays it
   leaves the flat book (or closes, or meets the session's end) is known at once; one that leaves a
   position open is not: ``StepOutcome.reward`` is None and the state keeps its pending parts
   (``pending_*``: the invalid-action penalty, the P&L realised at the step, the equity before it,
-  the reward scale). The next ``mark`` settles them with the environment's operations in the
-  environment's order, also when that mark is the one of a forced close (session break, a new
+  the reward scale). The next ``mark`` settles them with the environment's function
+  (``equity_reward``), also when that mark is the one of a forced close (session break, a new
   session); the settled reward waits in ``settled_*`` until ``apply`` (or ``take_settled``) hands it
   out, once, as a ``Settlement`` naming the decision's step and bar. Both parts are plain numbers in
   ``to_dict()``, so a restart between the two bars loses nothing.
@@ -30,20 +31,11 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from shared.env import EXIT_CLOSE, EXIT_SESSION_END, EnvConfig, scale_position_trackers
+from shared.env import EXIT_CLOSE, EXIT_SESSION_END, EnvConfig
 from shared.instruments import DEFAULT_SPREAD_PIPS
-from shared.reward import DEFAULT_REWARD, REWARD_CLIP, amddp1, reward_name
-from shared.trading.rules import (
-    ENTRY_SIDE,
-    EVENT,
-    EVENT_CLOSE,
-    EVENT_OPEN,
-    INVALID_PENALTY,
-    LEGAL,
-    STEP_REWARD,
-    Action,
-    step_key,
-)
+from shared.trading import rules
+from shared.trading.book import Book, mark_to_market, open_equity, open_positions, position_features
+from shared.trading.rewards import DEFAULT_REWARD, amddp1_reward, equity_reward, reward_name
 
 # A live session can also end early: a gap over 10 minutes breaks it (the backtest never starts a
 # session across a gap; live trading cannot see the gap coming), and the position closes at the
@@ -118,26 +110,24 @@ class PositionState:
 
     # ------------------------------------------------------------ per bar
     def mark(self, close: float, step: int) -> None:
-        """Mark to market at a bar's close (the environment's ``_mark_to_market``); settles the
+        """Mark to market at a bar's close (the environment's ``mark_to_market``); settles the
         pending equity reward of the previous decision, if any."""
         if self.side:
-            # Same operations and order as the environment's in-place numpy arithmetic.
-            pnl = (close - self.entry_price) * float(self.side) / self.pip - self.spread_pips
-            self.pnl = pnl
-            self.bars_since_entry = float(step - self.entry_step)
-            self.peak = max(self.peak, pnl)
-            self.dd = pnl - self.peak
-            self.min_dd = min(self.min_dd, self.dd)
-            self.acc_dd = self.acc_dd - self.dd
+            book = self._book()
+            mark_to_market(book, np.array([close]), np.array([step]), self.pip, self.spread_pips)
+            self._keep(book)
         self.marked_step = step
         if self.pending_step != _NONE:
             if self.settled_step != _NONE:
                 raise RuntimeError("a settled reward was never handed out (take_settled)")
-            # The environment's step: equity_after = realised + open P&L at the next bar's mark,
-            # reward = penalty + (equity_after - equity_before) / pips_per_reward.
-            after = self.pending_realised + (self.pnl if self.side else 0.0)
-            self.settled_reward = (
-                self.pending_penalty + (after - self.pending_before) / self.pending_pips_per_reward
+            self.settled_reward = float(
+                equity_reward(
+                    self.pending_penalty,
+                    self.pending_before,
+                    self.pending_realised,
+                    self._open_equity(),
+                    self.pending_pips_per_reward,
+                )
             )
             self.settled_step, self.settled_ts = self.pending_step, self.pending_ts
             self._clear_pending()
@@ -170,8 +160,28 @@ class PositionState:
         """The 6 position columns (float32), computed by the environment's own function."""
         if not self.side:  # +0.0 everywhere, as in the environment's windows (never -0.0)
             return np.zeros(6, dtype=np.float32)
-        trackers = np.array([[self.pnl, self.bars_since_entry, self.dd, self.min_dd, self.acc_dd]])
-        return scale_position_trackers(np.array([self.side], dtype=np.int8), trackers)[0]
+        return position_features(self._book())[0]
+
+    def _book(self) -> Book:
+        """This position as the one row of a book (``shared.trading.book``)."""
+        return Book(
+            side=np.array([self.side], dtype=np.int8),
+            entry_price=np.array([self.entry_price]),
+            entry_bar=np.array([self.entry_step], dtype=np.int64),
+            peak=np.array([self.peak]),
+            trackers=np.array([[self.pnl, self.bars_since_entry, self.dd, self.min_dd, self.acc_dd]]),
+        )
+
+    def _keep(self, book: Book) -> None:
+        """Take the state of the one-row ``book`` back."""
+        self.side = int(book.side[0])
+        self.entry_price = float(book.entry_price[0])
+        self.entry_step = int(book.entry_bar[0])
+        self.peak = float(book.peak[0])
+        self.pnl, self.bars_since_entry, self.dd, self.min_dd, self.acc_dd = book.trackers[0].tolist()
+
+    def _open_equity(self) -> float:
+        return float(open_equity(self._book())[0])
 
     def apply(
         self,
@@ -192,45 +202,39 @@ class PositionState:
         if self.pending_step != _NONE:
             raise RuntimeError(f"mark step {step} before applying its decision: a reward is pending")
         settled = self.take_settled()
-        in_position = self.side != 0
-        key = step_key(int(Action(action)), in_position)  # Action(): a ValueError for 4 and above
+        action = int(rules.Action(action))  # a ValueError for 4 and above
+        key = rules.step_key(action, self.side != 0)
+        before = self._open_equity()  # the equity step of the environment: open P&L at this mark
         trade = None
-        # The environment's equity step: the open P&L at this mark, realised P&L of this step's closes.
-        before = self.pnl if in_position else 0.0
-        realised = 0.0
-        valid = bool(LEGAL[key])
-        value = float(STEP_REWARD[key])
-        penalty = float(INVALID_PENALTY[key])
-        event = EVENT[key]
-        if event == EVENT_OPEN:
-            self._open(int(ENTRY_SIDE[action]), close, step, ts)
-        elif event == EVENT_CLOSE:
+        if rules.EVENT[key] == rules.EVENT_OPEN:
+            self._open(int(rules.ENTRY_SIDE[action]), close, step, ts)
+        elif rules.EVENT[key] == rules.EVENT_CLOSE:
             trade = self.close(close, step, ts, EXIT_CLOSE)
-            value = float(amddp1(trade.pnl_pips))
-            realised += trade.pnl_pips
         if last_bar and self.side:
             trade = self.close(close, step, ts, EXIT_SESSION_END)
-            value += float(amddp1(trade.pnl_pips))
-            realised += trade.pnl_pips
+        valid = bool(rules.LEGAL[key])
+        # At most one trade a step: a close leaves the position flat.
+        realised = trade.pnl_pips if trade is not None else 0.0
         if not equity:
-            if trade is not None:
-                value = min(max(value, -REWARD_CLIP), REWARD_CLIP)
+            closed = np.arange(1 if trade is not None else 0)
+            value = float(amddp1_reward(np.array([key]), closed, np.array([realised]))[0])
             return StepOutcome(value, valid, trade, settled)
+        penalty = float(rules.INVALID_PENALTY[key])
         if self.side:  # the equity after the step is marked at the next bar
             self.pending_step, self.pending_ts = step, ts
             self.pending_penalty, self.pending_realised, self.pending_before = penalty, realised, before
             self.pending_pips_per_reward = pips_per_reward
             return StepOutcome(None, valid, trade, settled)
-        return StepOutcome(penalty + ((realised + 0.0) - before) / pips_per_reward, valid, trade, settled)
+        value = float(equity_reward(penalty, before, realised, self._open_equity(), pips_per_reward))
+        return StepOutcome(value, valid, trade, settled)
 
     def _open(self, side: int, close: float, step: int, ts: int) -> None:
-        self.side = side
-        self.entry_price = close
+        book = self._book()
+        open_positions(
+            book, np.array([0]), np.array([side]), np.array([close]), np.array([step]), self.spread_pips
+        )
+        self._keep(book)
         self.entry_ts = ts
-        self.entry_step = step
-        self.peak = -self.spread_pips
-        self.bars_since_entry = self.dd = self.min_dd = self.acc_dd = 0.0
-        self.pnl = -self.spread_pips
 
     def adopt(self, side: int, price: float, step: int, ts: int) -> None:
         """Take on a position found at the broker (reconciliation): opened at ``price`` as of ``step``,

@@ -1,86 +1,24 @@
-"""Rewards of the environment (docs/CONTRACT.md, section 5): their names, the action table and AMDDP1.
-
-Two rewards, one per training run, recorded in the checkpoint's manifest:
-- ``equity`` (the default): the change of the account's equity over the step (realised plus open P&L
-  after spread, the spread paid when the position opens) in units of 10 pips, plus the penalties of
-  invalid actions. A trade's rewards add up to its P&L / 10, so its optimum is the best trader's.
-- ``amddp1`` (the seed's, kept for comparison): the action table below plus AMDDP1 of a closed trade,
-  clipped to [-3, 3]. Its optimum is a scalper that takes the first fraction of a pip.
-"""
+"""The names the rest of the code base imports about actions and rewards, from the rulebook
+(``shared.trading``): the rules are defined in ``shared.trading.rules``, the rewards in
+``shared.trading.rewards``; nothing is defined here."""
 
 from __future__ import annotations
 
-from typing import Final
-
-import numpy as np
-
+from shared.trading.rewards import DEFAULT_REWARD, REWARDS, amddp1, reward_name
 from shared.trading.rules import (
     ACTIONS,
-    CLOSE_FLAT_REWARD,
-    HOLD_FLAT_REWARD,
-    HOLD_IN_POSITION_REWARD,
     N_ACTIONS,
-    OPEN_IN_POSITION_REWARD,
-    OPEN_REWARD,
-    REWARD_CLIP,
     Action,
     legal_actions,
 )
 
 __all__ = [
     "ACTIONS",
-    "CLOSE_FLAT_REWARD",
     "DEFAULT_REWARD",
-    "HOLD_FLAT_REWARD",
-    "HOLD_IN_POSITION_REWARD",
     "N_ACTIONS",
-    "OPEN_IN_POSITION_REWARD",
-    "OPEN_REWARD",
     "REWARDS",
-    "REWARD_CLIP",
     "Action",
     "amddp1",
     "legal_actions",
     "reward_name",
 ]
-
-REWARDS: Final = ("equity", "amddp1")
-DEFAULT_REWARD: Final = "equity"
-# Names written by earlier releases (trainer.json of older checkpoints, old command lines).
-_LEGACY_REWARD_NAMES: Final = {"pips": "equity", "spec": "amddp1"}
-
-
-def reward_name(name: str) -> str:
-    """The reward called ``name`` (earlier releases' names accepted); a ValueError says the choices."""
-    name = _LEGACY_REWARD_NAMES.get(name, name)
-    if name not in REWARDS:
-        raise ValueError(f"unknown reward {name!r}; choose {' or '.join(REWARDS)}")
-    return name
-
-
-# The actions, the step rewards and the legal actions are the rulebook's (shared.trading.rules); they
-# are named here too, where the rewards are.
-# AMDDP1 magnitude is piecewise linear in |p| up to 30 pips, then a tanh tail:
-#   gains  (p > 0):  1 + 0.05 p (p < 10);  1.5 + 0.025 (p - 10) (p < 30);  2 + tanh((p - 30) / 50)
-#   losses (a = -p): -1 - 0.1 a (a < 10);  -2 - 0.05 (a - 10) (a < 30);  -3 - tanh((a - 30) / 30)
-_KNOTS = np.array([0.0, 10.0, 30.0])
-_GAIN_AT_KNOTS = np.array([1.0, 1.5, 2.0])
-_LOSS_AT_KNOTS = np.array([1.0, 2.0, 3.0])
-_TAIL_START = 30.0
-_GAIN_TAIL_SCALE = 50.0
-_LOSS_TAIL_SCALE = 30.0
-
-
-def amddp1(pnl_pips: np.ndarray | float) -> np.ndarray:
-    """Asymmetric reward of a closed trade's P&L in pips after spread (SPEC section 5), vectorised.
-
-    p <= 0 counts as a loss (AMDDP1(0) = -1).
-    """
-    p = np.asarray(pnl_pips, dtype=np.float64)
-    gain = p > 0.0
-    a = np.abs(p)
-    magnitude = np.where(gain, np.interp(a, _KNOTS, _GAIN_AT_KNOTS), np.interp(a, _KNOTS, _LOSS_AT_KNOTS))
-    magnitude += np.tanh(
-        np.maximum(a - _TAIL_START, 0.0) / np.where(gain, _GAIN_TAIL_SCALE, _LOSS_TAIL_SCALE)
-    )
-    return np.where(gain, magnitude, -magnitude)

@@ -111,26 +111,30 @@ class DynamicsNetwork(nn.Module):
         return self.next_norm(self.next_hidden(x)), self.reward(x).squeeze(-1)
 
 
-class PolicyNetwork(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+class HeadNetwork(nn.Module):
+    """hidden -> ``n_blocks`` blocks -> ``Linear(hidden, outputs)``: the prediction heads."""
+
+    def __init__(self, cfg: ModelConfig, n_blocks: int, outputs: int) -> None:
         super().__init__()
-        self.blocks = _blocks(cfg.policy_blocks, cfg.hidden, cfg.dropout)
-        self.head = nn.Linear(cfg.hidden, cfg.n_actions)
+        self.blocks = _blocks(n_blocks, cfg.hidden, cfg.dropout)
+        self.head = nn.Linear(cfg.hidden, outputs)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(hidden))
 
 
-class ValueNetwork(nn.Module):
+class PolicyNetwork(HeadNetwork):
+    """Logits over the actions."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg, cfg.policy_blocks, cfg.n_actions)
+
+
+class ValueNetwork(HeadNetwork):
     """Logits over the 601 atoms of the transformed value support."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.blocks = _blocks(cfg.value_blocks, cfg.hidden, cfg.dropout)
-        self.head = nn.Linear(cfg.hidden, cfg.n_atoms)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(hidden))
+        super().__init__(cfg, cfg.value_blocks, cfg.n_atoms)
 
 
 class AfterstateNetwork(nn.Module):

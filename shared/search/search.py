@@ -1,9 +1,11 @@
 """``search``: batched stochastic MCTS over many roots, one batched model call per stage per simulation.
 
-Each simulation: (1) a compiled pass walks every root's tree to where the simulation ends; (2) one
+Each simulation: (1) ``select`` walks every root's tree to where the simulation ends; (2) one
 ``outcome_probs`` call for the roots that reached a chance node never expanded; (3) one
-``recurrent`` call for the roots that expand a decision node; (4) a compiled backup. Roots that
-reached a node at the depth limit bootstrap from its stored value and need no call.
+``recurrent`` call for the roots that expand a decision node; (4) the expansion and the backup.
+Roots that reached a node at the depth limit bootstrap from its stored value and need no call. The
+compiled steps live with the tree (``shared.search.tree``); the trading rules are the rulebook's
+tables (``shared.trading.rules``), passed to them as mctx passes ``invalid_actions``.
 """
 
 from __future__ import annotations
@@ -13,17 +15,30 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shared.reward import N_ACTIONS, Action, legal_actions
 from shared.schema import N_MARKET, OUTCOMES
-from shared.search import kernels
 from shared.search.config import SearchConfig
-from shared.search.tree import Tree
+from shared.search.tree import (
+    Params,
+    Rules,
+    Scratch,
+    SearchState,
+    Tree,
+    expand_backup_select,
+    first_outcomes,
+    masked_softmax,
+    select,
+)
+from shared.trading.rules import LEGAL_BY_SIDE, N_ACTIONS, SIDE_AFTER, Action
 
 if TYPE_CHECKING:
     from shared.model.inference import ModelFunctions
 
 N_OUTCOMES = len(OUTCOMES)
 SIDE_COLUMN = N_MARKET  # feature 9, position_side, of the window's last row
+RULES = Rules(legal=LEGAL_BY_SIDE, next_side=SIDE_AFTER)
+# The model outputs of a simulation that makes no outcome call, or no recurrent call.
+_NO_PROBS = np.empty((0, N_OUTCOMES), np.float32)
+_NO_ROWS = np.empty((0, N_ACTIONS), np.float32)
 
 
 @dataclass(frozen=True)
@@ -56,133 +71,82 @@ def search(
     ``rng`` drives the root noise and the temperature sampling; a fixed seed gives a fixed result.
     """
     windows = np.ascontiguousarray(windows, dtype=np.float32)
-    batch = windows.shape[0]
     if rng is None and (config.add_noise or config.temperature > 0.0):
         rng = np.random.default_rng(0)
     sides = root_sides(windows)
     hidden, policy_logits, value = model.initial(windows)
-    tree = Tree.allocate(batch, config.num_simulations + 1, hidden.shape[1], N_ACTIONS, N_OUTCOMES)
+    explore = _exploring_roots(sides, config, rng)
+    prior = _root_prior(np.asarray(policy_logits, np.float32), sides, explore, config, rng)
+    tree = Tree.from_roots(config.num_simulations + 1, hidden, prior, value, sides, N_OUTCOMES)
+    scratch = Scratch.allocate(len(windows), hidden.shape[1])
+    params = Params(config.pb_c_init, config.pb_c_base, config.depth_limit, config.discount)
+    # The kernels take plain tuples (shared.search.tree says why).
+    state, scratch_arrays = SearchState(tree, scratch, RULES, params).plain(), tuple(scratch)
+    n_chance, n_expand = select(state)
+    for simulation in range(1, config.num_simulations + 1):
+        probs = _NO_PROBS
+        if n_chance:
+            probs = model.outcome_probs(scratch.chance_hidden[:n_chance], scratch.chance_actions[:n_chance])
+            probs = np.asarray(probs, np.float32)
+            first_outcomes(scratch_arrays, probs, n_expand)
+        recurrent = _recurrent(model, scratch, n_expand)
+        # Expansion and backup, and the next simulation's selection: one compiled call.
+        more = simulation < config.num_simulations
+        n_chance, n_expand = expand_backup_select(state, probs, recurrent, more)
+    return _choose(tree, explore, config, rng)
 
-    prior = np.empty((batch, N_ACTIONS), np.float32)
-    kernels.masked_softmax(np.asarray(policy_logits, np.float32), sides, prior)
-    explore = np.ones(batch, bool)
+
+def _exploring_roots(sides: np.ndarray, config: SearchConfig, rng: np.random.Generator | None) -> np.ndarray:
+    """The roots that get the noise and the temperature: all, or the flat ones and a share of the
+    others (``explore_in_position``)."""
     if config.explore_in_position < 1.0 and rng is not None:
-        explore = (sides == 0) | (rng.random(batch) < config.explore_in_position)
+        return (sides == 0) | (rng.random(len(sides)) < config.explore_in_position)
+    return np.ones(len(sides), bool)
+
+
+def _root_prior(
+    policy_logits: np.ndarray,
+    sides: np.ndarray,
+    explore: np.ndarray,
+    config: SearchConfig,
+    rng: np.random.Generator | None,
+) -> np.ndarray:
+    """The policy over each root's legal actions, with Dirichlet noise on the exploring roots."""
+    prior = np.empty(policy_logits.shape, np.float32)
+    masked_softmax(policy_logits, sides, RULES.legal, prior)
     if config.add_noise:
         assert rng is not None
         prior = np.where(explore[:, None], _add_dirichlet_noise(prior, sides, config, rng), prior)
-    tree.node_count[:] = 1
-    tree.node_prior[:, 0] = prior
-    tree.node_side[:, 0] = sides
-    tree.node_value[:, 0] = value
-    tree.node_visits[:, 0] = 1
-    tree.node_value_sum[:, 0] = value
-    tree.embeddings[:, 0] = hidden
+    return prior
 
-    hidden_size = hidden.shape[1]
-    kind = np.empty(batch, np.int64)
-    node = np.zeros(batch, np.int64)
-    action = np.zeros(batch, np.int64)
-    outcome = np.zeros(batch, np.int64)
-    # Packed inputs of the two model calls, rebuilt by every simulation's selection pass.
-    chance_rows = np.empty(batch, np.int64)
-    chance_hidden = np.empty((batch, hidden_size), np.float32)
-    chance_actions = np.empty(batch, np.int64)
-    expand_rows = np.empty(batch, np.int64)
-    expand_hidden = np.empty((batch, hidden_size), np.float32)
-    expand_actions = np.empty(batch, np.int64)
-    expand_outcomes = np.empty(batch, np.int64)
-    no_rows = np.empty((0, N_ACTIONS), np.float32)
-    for _ in range(config.num_simulations):
-        n_chance, n_expand = kernels.select(
-            tree.node_visits,
-            tree.node_value_sum,
-            tree.node_prior,
-            tree.node_side,
-            tree.node_depth,
-            tree.chance_visits,
-            tree.chance_value_sum,
-            tree.chance_expanded,
-            tree.chance_probs,
-            tree.outcome_visits,
-            tree.child,
-            tree.q_min,
-            tree.q_max,
-            tree.embeddings,
-            config.pb_c_init,
-            config.pb_c_base,
-            config.depth_limit,
-            kind,
-            node,
-            action,
-            outcome,
-            chance_rows,
-            chance_hidden,
-            chance_actions,
-            expand_rows,
-            expand_hidden,
-            expand_actions,
-            expand_outcomes,
-        )
-        if n_chance:
-            probs = model.outcome_probs(chance_hidden[:n_chance], chance_actions[:n_chance])
-            kernels.set_chance_probs(
-                n_chance,
-                chance_rows,
-                np.asarray(probs, np.float32),
-                node,
-                action,
-                tree.chance_expanded,
-                tree.chance_probs,
-                tree.outcome_visits,
-                outcome,
-                n_expand,
-                expand_rows,
-                expand_outcomes,
-            )
-        if n_expand:
-            next_hidden, reward, logits, values = model.recurrent(
-                expand_hidden[:n_expand], expand_actions[:n_expand], expand_outcomes[:n_expand]
-            )
-        else:
-            next_hidden, reward, logits, values = chance_hidden[:0], no_rows[:, 0], no_rows, no_rows[:, 0]
-        kernels.expand_and_backup(
-            n_expand,
-            expand_rows,
-            np.asarray(next_hidden, np.float32),
-            np.asarray(reward, np.float32),
-            np.asarray(values, np.float32),
-            np.asarray(logits, np.float32),
-            node,
-            action,
-            outcome,
-            config.discount,
-            tree.node_count,
-            tree.node_visits,
-            tree.node_value_sum,
-            tree.node_value,
-            tree.node_reward,
-            tree.node_prior,
-            tree.node_side,
-            tree.node_depth,
-            tree.node_parent,
-            tree.node_parent_action,
-            tree.node_parent_outcome,
-            tree.embeddings,
-            tree.chance_visits,
-            tree.chance_value_sum,
-            tree.outcome_visits,
-            tree.child,
-            tree.q_min,
-            tree.q_max,
-        )
 
+def _recurrent(model: ModelFunctions, scratch: Scratch, n_expand: int) -> tuple[np.ndarray, ...]:
+    """(next hidden, reward, policy logits, value) of the first ``n_expand`` scratch rows."""
+    if not n_expand:
+        return scratch.expand_hidden[:0], _NO_ROWS[:, 0], _NO_ROWS, _NO_ROWS[:, 0]
+    next_hidden, reward, logits, values = model.recurrent(
+        scratch.expand_hidden[:n_expand],
+        scratch.expand_actions[:n_expand],
+        scratch.expand_outcomes[:n_expand],
+    )
+    f32 = np.float32
+    return (
+        np.asarray(next_hidden, f32),
+        np.asarray(reward, f32),
+        np.asarray(logits, f32),
+        np.asarray(values, f32),
+    )
+
+
+def _choose(
+    tree: Tree, explore: np.ndarray, config: SearchConfig, rng: np.random.Generator | None
+) -> SearchOutput:
+    """One action per root from its visit counts (temperature on the exploring roots, the entry gate)."""
     visits = tree.chance_visits[:, 0, :].copy()
     chosen = _choose_actions(visits, tree.node_prior[:, 0], config.temperature, rng)
     if not explore.all():
         greedy = _choose_actions(visits, tree.node_prior[:, 0], 0.0, None)
         chosen = np.where(explore, chosen, greedy)
-    rows = np.arange(batch)
     policy = (visits / visits.sum(axis=1, keepdims=True)).astype(np.float32)
     root_value = (tree.node_value_sum[:, 0] / tree.node_visits[:, 0]).astype(np.float32)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -195,7 +159,7 @@ def search(
         visit_policy=policy,
         root_value=root_value,
         root_q=q,
-        outcome_probs=tree.chance_probs[rows, 0, chosen].copy(),
+        outcome_probs=tree.chance_probs[np.arange(len(chosen)), 0, chosen].copy(),
         tree=tree,
     )
 
@@ -224,7 +188,7 @@ def _add_dirichlet_noise(
     prior: np.ndarray, sides: np.ndarray, config: SearchConfig, rng: np.random.Generator
 ) -> np.ndarray:
     """Mix Dirichlet(alpha) noise over each root's legal actions into its prior."""
-    gamma = rng.gamma(config.dirichlet_alpha, size=prior.shape) * legal_actions(sides)
+    gamma = rng.gamma(config.dirichlet_alpha, size=prior.shape) * RULES.legal[sides + 1]
     noise = gamma / gamma.sum(axis=1, keepdims=True)
     f = config.dirichlet_fraction
     return ((1.0 - f) * prior + f * noise).astype(np.float32)

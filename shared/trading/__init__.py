@@ -1,3 +1,5 @@
-"""The trading rules, written once (``rules``): actions and sides, which action is legal where, what
-it does to the position, which event it is, and the step rewards. The vectorised environment, the
-search kernels, the live position and the broker gateway all read them from here."""
+"""The trading rules, written once: actions, sides and the tables of what each action does
+(``rules``), the arithmetic of open positions (``book``) and the two rewards (``rewards``), all over
+arrays. The vectorised environment calls them with a row per session, the live position with one
+row; the search kernels receive the tables as parameters; the broker gateway reads them through the
+live position."""

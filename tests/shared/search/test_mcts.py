@@ -13,7 +13,7 @@ from shared.model.networks import MuZeroNetwork
 from shared.model.support import logits_to_scalar
 from shared.reward import Action
 from shared.search import SearchConfig, search
-from shared.search.kernels import is_legal
+from shared.trading.rules import is_legal
 
 UP, NEUTRAL, DOWN = 0, 1, 2
 

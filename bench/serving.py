@@ -159,7 +159,7 @@ def bar_to_order(client: redis.Redis, config: StackConfig) -> list[float]:
     return delays
 
 
-def main() -> dict[str, object]:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoint", type=Path, help="checkpoint root (default: random weights)")
     parser.add_argument("--requests", type=int, default=500, help="sequential requests at concurrency 1")
@@ -173,11 +173,13 @@ def main() -> dict[str, object]:
         help="load at concurrency 32: wrk (apt-get install wrk), 32 Python threads, or wrk if found",
     )
     args = parser.parse_args()
-    c32_client = args.c32_client
-    if c32_client == "auto":
-        c32_client = "wrk" if shutil.which("wrk") else "python"
+    if args.c32_client == "auto":
+        args.c32_client = "wrk" if shutil.which("wrk") else "python"
+    return args
 
-    tmp = Path(tempfile.mkdtemp(prefix="smz-bench-serving-"))
+
+def _stack_config(args: argparse.Namespace, tmp: Path) -> StackConfig:
+    """The sample ingested into a fresh database, a checkpoint, and the stack's settings for this run."""
     db = tmp / "sample.duckdb"
     run_ingest([SAMPLE], instrument=SAMPLE_INSTRUMENT, db=db)
     run_features(db, SAMPLE_INSTRUMENT)
@@ -190,7 +192,7 @@ def main() -> dict[str, object]:
         ts = store.load_dataset(SAMPLE_INSTRUMENT).bars.ts
     first = int(tile_sessions(valid_session_starts(ts))[0])
     run_id = uuid.uuid4().hex[:8]
-    config = StackConfig(
+    return StackConfig(
         db=db,
         instrument=SAMPLE_INSTRUMENT,
         checkpoint_dir=root,
@@ -205,7 +207,13 @@ def main() -> dict[str, object]:
         end=datetime.fromtimestamp(int(ts[first + args.bars - 1]) + 60, UTC).isoformat(),
         inference_threads=args.threads,
     )
-    bodies = _bodies(_windows(db, 512))
+
+
+def main() -> dict[str, object]:
+    args = _arguments()
+    tmp = Path(tempfile.mkdtemp(prefix="smz-bench-serving-"))
+    config = _stack_config(args, tmp)
+    bodies = _bodies(_windows(config.db, 512))
     client = redis.Redis.from_url(config.redis_url)
     stack = LiveStack(config)
     try:
@@ -216,7 +224,7 @@ def main() -> dict[str, object]:
         stack.inference.wait_ready()
         bench_c1(config.inference_url, bodies, 50)  # warm-up: numba and torch first calls
         c1 = bench_c1(config.inference_url, bodies, args.requests)
-        if c32_client == "wrk":
+        if args.c32_client == "wrk":
             rate, total = bench_concurrent_wrk(config.inference_url, bodies, 32, args.seconds, tmp)
         else:
             rate, total = bench_concurrent(config.inference_url, bodies, 32, args.seconds)
@@ -238,7 +246,7 @@ def main() -> dict[str, object]:
         "decide_p50_ms_c1": _percentile_ms(c1, 50),
         "decide_p99_ms_c1": _percentile_ms(c1, 99),
         "decisions_per_s_c32": round(rate, 1),
-        "c32_client": c32_client,
+        "c32_client": args.c32_client,
         "decisions_c32": total,
         "bars": len(delays),
         "bar_to_order_p50_ms": _percentile_ms(delays, 50),

@@ -10,8 +10,8 @@ backends; ``make_model_functions(model, "auto")`` is what the services use.
 - ``onnx_runtime``: ``onnx``, the fast modules exported and run by ONNX Runtime (optional extra ``onnx``);
 - ``backends``: every backend by name, ``make_model_functions``.
 
-Every fp32 backend matches the reference within 1e-4 (tests/shared/model/). What each backend is for,
-and the measurements behind ``auto``'s routing: docs/INFERENCE.md.
+Every fp32 backend matches the reference within 1e-4 (tests/shared/model/inference/). What each
+backend is for, and the measurements behind ``auto``'s routing: docs/INFERENCE.md.
 
 Threads are explicit: ``threads`` sets ``torch.set_num_threads`` (torch backends), ORT's
 ``intra_op_num_threads`` (onnx), and torch + numba threads (numba backends). ``None`` means all cores.

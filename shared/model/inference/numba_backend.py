@@ -23,6 +23,7 @@ from shared.model.inference.kernels import per_row, row_blocked
 from shared.model.inference.kernels.primitives import rows_kernel_parallel, rows_kernel_serial
 from shared.model.inference.packing import (
     Representation,
+    aligned_empty,
     as_plain,
     blocked_row_width,
     new_scratch,
@@ -60,7 +61,8 @@ ROW_BLOCKED_KERNELS = KernelFamily(
 
 
 class Workspace:
-    """The kernels' ``Scratch``, shared by both families; its row-blocked part grows with the rows."""
+    """The kernels' ``Scratch``, shared by both families; its row-blocked part grows with the largest
+    call so far (the per-row kernels do not read it)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         self._row_width = blocked_row_width(cfg)
@@ -71,7 +73,7 @@ class Workspace:
         """The scratch as the kernels take it, with row-blocked room for ``rows`` rows."""
         need = rows * self._row_width
         if self._scratch.blocked.size < need:
-            self._scratch = self._scratch._replace(blocked=np.empty(need, np.float32))
+            self._scratch = self._scratch._replace(blocked=aligned_empty(need))
             self._plain = as_plain(self._scratch)
         return self._plain
 
@@ -86,16 +88,11 @@ class KernelPath:
         network: tuple,
         representation: Representation,
         workspace: Workspace,
-        blocked: bool,
     ) -> None:
         self.cfg, self.kernels, self.network = cfg, kernels, network
         self._representation = as_plain(representation)
         self._tcn_scratch = as_plain(new_tcn_scratch(cfg, representation))
-        self._workspace = workspace
-        self._blocked = blocked
-
-    def _scratch(self, rows: int) -> tuple:
-        return self._workspace.for_rows(rows if self._blocked else 0)
+        self._scratch = workspace.for_rows
 
     def initial(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         windows = float_rows(windows)
@@ -178,8 +175,8 @@ class NumbaFunctions:
         kernel_args = (as_plain(self.network), self.representation, Workspace(self.cfg))
         rows_kernel = rows_kernel_parallel if threads > 1 else rows_kernel_serial
         self._paths: dict[Path, ModelFunctions] = {
-            Path.PER_ROW: KernelPath(self.cfg, PER_ROW_KERNELS, *kernel_args, blocked=False),
-            Path.ROW_BLOCKED: KernelPath(self.cfg, ROW_BLOCKED_KERNELS, *kernel_args, blocked=True),
+            Path.PER_ROW: KernelPath(self.cfg, PER_ROW_KERNELS, *kernel_args),
+            Path.ROW_BLOCKED: KernelPath(self.cfg, ROW_BLOCKED_KERNELS, *kernel_args),
             Path.GEMM: GemmPath(snapshot, self.network, self.representation, rows_kernel),
         }
         if large_batch is not None:

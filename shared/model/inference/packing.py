@@ -23,6 +23,10 @@ from shared.model.config import ModelConfig
 from shared.model.inference.torch_fast import split_project
 from shared.model.networks import MuZeroNetwork
 
+# Bytes: a cache line (one AVX-512 vector). numpy's allocator gives 16-byte alignment, and a vector load
+# from a 16-byte-aligned row straddles two lines: cache-line-aligned weights and scratch took 5-7% off
+# one-row recurrent and outcome_probs calls (docs/INFERENCE.md).
+ALIGNMENT = 64
 EMPTY_INT8 = np.zeros((0, 1, 1), np.int8)
 EMPTY_SCALE = np.zeros((0, 1), np.float32)
 EMPTY_HALF = np.zeros((0, 1, 1), np.uint16)
@@ -128,6 +132,26 @@ def half_bits(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.astype(np.float16).view(np.uint16))
 
 
+def aligned_empty(shape: int | tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an ``ALIGNMENT`` boundary."""
+    count, itemsize = int(np.prod(shape)), np.dtype(dtype).itemsize
+    buffer = np.empty(count * itemsize + ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % ALIGNMENT
+    return buffer[start : start + count * itemsize].view(dtype).reshape(shape)
+
+
+def aligned_arrays(value: Any) -> Any:
+    """Every array in ``value`` (nested tuples and named tuples) copied to ``ALIGNMENT``."""
+    if isinstance(value, np.ndarray):
+        out = aligned_empty(value.shape, value.dtype.type)
+        out[...] = value
+        return out
+    if isinstance(value, tuple):
+        items = [aligned_arrays(item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    return value
+
+
 def as_plain(value: Any) -> Any:
     """Named tuples (nested) -> plain tuples, as the kernels take them."""
     if isinstance(value, tuple):
@@ -138,9 +162,8 @@ def as_plain(value: Any) -> Any:
 def pack_network(snapshot: MuZeroNetwork, int8: bool = False, fp16: bool = False) -> PackedNetwork:
     """The weights of ``snapshot`` (an eval copy); ``int8`` / ``fp16`` add the lower-precision copies."""
     square_layers, layout = _square_layers(snapshot)
-    return PackedNetwork(
-        layers=_stack(square_layers, int8, fp16), heads=_heads(snapshot, fp16), layout=layout
-    )
+    layers, heads = _stack(square_layers, int8, fp16), _heads(snapshot, fp16)
+    return aligned_arrays(PackedNetwork(layers=layers, heads=heads, layout=layout))
 
 
 def _square_layers(snapshot: MuZeroNetwork) -> tuple[list[tuple[nn.Linear, nn.LayerNorm | None]], Layout]:
@@ -244,17 +267,19 @@ def pack_representation(snapshot: MuZeroNetwork) -> Representation:
     rep = snapshot.representation
     project_w = to_float32(rep.project.weight)  # (H, C + F)
     padded = -(-project_w.shape[1] // 16) * 16
-    return Representation(
-        conv_w=tuple(conv_matrix(c.conv) for c in rep.convs),
-        conv_b=tuple(to_float32(c.conv.bias) for c in rep.convs),
-        dilations=np.array([c.conv.dilation[0] for c in rep.convs], np.int64),
-        attention_w=to_float32(rep.attention.weight).reshape(-1),
-        attention_b=to_float32(rep.attention.bias).reshape(1),
-        project_w=np.ascontiguousarray(np.pad(project_w, ((0, 0), (0, padded - project_w.shape[1])))),
-        project_b=to_float32(rep.project.bias),
-        norm_gain=to_float32(rep.norm.weight),
-        norm_shift=to_float32(rep.norm.bias),
-        norm_eps=np.array([rep.norm.eps], np.float32),
+    return aligned_arrays(
+        Representation(
+            conv_w=tuple(conv_matrix(c.conv) for c in rep.convs),
+            conv_b=tuple(to_float32(c.conv.bias) for c in rep.convs),
+            dilations=np.array([c.conv.dilation[0] for c in rep.convs], np.int64),
+            attention_w=to_float32(rep.attention.weight).reshape(-1),
+            attention_b=to_float32(rep.attention.bias).reshape(1),
+            project_w=np.ascontiguousarray(np.pad(project_w, ((0, 0), (0, padded - project_w.shape[1])))),
+            project_b=to_float32(rep.project.bias),
+            norm_gain=to_float32(rep.norm.weight),
+            norm_shift=to_float32(rep.norm.bias),
+            norm_eps=np.array([rep.norm.eps], np.float32),
+        )
     )
 
 
@@ -265,19 +290,23 @@ def blocked_row_width(cfg: ModelConfig) -> int:
 
 def new_scratch(cfg: ModelConfig) -> Scratch:
     """The kernels' work arrays; ``blocked`` starts empty (it grows with the rows)."""
-    return Scratch(
-        vectors=np.zeros((4, cfg.hidden), np.float32),
-        value_logits=np.zeros((1, cfg.n_atoms), np.float32),
-        outcome_logits=np.zeros((1, cfg.n_outcomes), np.float32),
-        scalar=np.zeros(1, np.float32),
-        blocked=np.zeros(0, np.float32),
+    return aligned_arrays(
+        Scratch(
+            vectors=np.zeros((4, cfg.hidden), np.float32),
+            value_logits=np.zeros((1, cfg.n_atoms), np.float32),
+            outcome_logits=np.zeros((1, cfg.n_outcomes), np.float32),
+            scalar=np.zeros(1, np.float32),
+            blocked=np.zeros(0, np.float32),
+        )
     )
 
 
 def new_tcn_scratch(cfg: ModelConfig, representation: Representation) -> TcnScratch:
-    return TcnScratch(
-        tcn=np.zeros((2, cfg.window, cfg.tcn_channels), np.float32),
-        features=np.zeros(representation.project_w.shape[1], np.float32),
-        scores=np.zeros(cfg.window, np.float32),
-        column=np.zeros(max(m.shape[1] for m in representation.conv_w), np.float32),
+    return aligned_arrays(
+        TcnScratch(
+            tcn=np.zeros((2, cfg.window, cfg.tcn_channels), np.float32),
+            features=np.zeros(representation.project_w.shape[1], np.float32),
+            scores=np.zeros(cfg.window, np.float32),
+            column=np.zeros(max(m.shape[1] for m in representation.conv_w), np.float32),
+        )
     )

@@ -30,7 +30,7 @@ class Path(IntEnum):
     LARGE_BATCH = 3  # another backend altogether ("auto": torch_fast)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RowRouting:
     """The row counts where one path hands over to the next."""
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from shared.model.inference import NumbaFunctions
 from shared.model.inference.packing import (
+    ALIGNMENT,
     PackedNetwork,
     Representation,
     SquareLayers,
@@ -68,3 +70,19 @@ def test_the_kernels_get_plain_tuples(model: MuZeroNetwork) -> None:
     network = PackedNetwork(*plain[0])
     assert SquareLayers(*network.layers).weight is packed[0].layers.weight
     assert Representation(*plain[1]).conv_w[0] is packed[1].conv_w[0]
+
+
+def test_packed_arrays_start_on_a_cache_line(model: MuZeroNetwork) -> None:
+    snapshot = eval_copy(model)
+    functions = NumbaFunctions(model, 1)
+    packed = (pack_network(snapshot, int8=True, fp16=True), pack_representation(snapshot), functions.network)
+
+    def arrays(value: object) -> list[np.ndarray]:
+        if isinstance(value, np.ndarray):
+            return [value]
+        return [a for item in value for a in arrays(item)] if isinstance(value, tuple) else []
+
+    found = [a for a in arrays(packed) if a.size > 0]  # an empty copy is never read
+    assert len(found) > 40
+    for array in found:
+        assert array.ctypes.data % ALIGNMENT == 0 and array.flags.c_contiguous

@@ -232,7 +232,6 @@ def _stack_config(args: argparse.Namespace, tmp: Path) -> StackConfig:
 
 def main() -> dict[str, object]:
     args = _arguments()
-    c32_client = args.c32_client
     tmp = Path(tempfile.mkdtemp(prefix="smz-bench-serving-"))
     config = _stack_config(args, tmp)
     db = config.db
@@ -247,7 +246,7 @@ def main() -> dict[str, object]:
         stack.inference.wait_ready()
         bench_c1(config.inference_url, bodies, 50)  # warm-up: numba and torch first calls
         c1 = bench_c1(config.inference_url, bodies, args.requests)
-        if c32_client == "wrk":
+        if args.c32_client == "wrk":
             rate, total = bench_concurrent_wrk(config.inference_url, bodies, 32, args.seconds, tmp)
         else:
             rate, total = bench_concurrent(config.inference_url, bodies, 32, args.seconds)
@@ -270,7 +269,7 @@ def main() -> dict[str, object]:
         "decide_p50_ms_c1": _percentile_ms(c1, 50),
         "decide_p99_ms_c1": _percentile_ms(c1, 99),
         "decisions_per_s_c32": round(rate, 1),
-        "c32_client": c32_client,
+        "c32_client": args.c32_client,
         "decisions_c32": total,
         "bars": len(delays),
         "bar_to_order_p50_ms": _percentile_ms(delays, 50),

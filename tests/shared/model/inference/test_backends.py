@@ -9,16 +9,7 @@ import pytest
 import torch
 
 from shared.model.config import ModelConfig
-from shared.model.inference import (
-    BLOCKED_BATCH_ROWS,
-    LARGE_BATCH_ROWS,
-    LOW_PRECISION_SMALL_BATCH_ROWS,
-    SMALL_BATCH_ROWS,
-    ModelFunctions,
-    NumbaFunctions,
-    TorchFunctions,
-    make_model_functions,
-)
+from shared.model.inference import ModelFunctions, NumbaFunctions, TorchFunctions, make_model_functions
 from shared.model.networks import MuZeroNetwork
 from shared.model.support import logits_to_scalar, transform
 
@@ -28,17 +19,6 @@ ATOL = 1e-4
 # reference is itself ~1e-4 off in that expectation (2.5e-3 off a float64 computation at |value| ~ 600),
 # so values are compared in the transformed space where the sum happens.
 VALUE_ATOL_TRANSFORMED = 2e-4
-
-
-@pytest.fixture(scope="module")
-def model() -> MuZeroNetwork:
-    torch.manual_seed(0)
-    return MuZeroNetwork()
-
-
-@pytest.fixture(scope="module")
-def reference(model: MuZeroNetwork) -> TorchFunctions:
-    return TorchFunctions(model)
 
 
 @pytest.fixture(scope="module", params=FP32_BACKENDS)
@@ -149,15 +129,6 @@ def test_numba_paths_match_reference(
     for array in (hidden, policy, value, probs, *outputs):
         assert array.shape[0] == rows
         assert array.dtype == np.float32
-
-
-def test_row_count_routing(model: MuZeroNetwork) -> None:
-    """The default thresholds are ordered: per-row, then row-blocked, then GEMM, then the large backend."""
-    assert 1 <= SMALL_BATCH_ROWS < BLOCKED_BATCH_ROWS <= LARGE_BATCH_ROWS
-    assert NumbaFunctions(model, 1).small_batch_rows == SMALL_BATCH_ROWS
-    for low_precision in ({"fp16_small_batch": True}, {"int8_small_batch": True}):
-        functions = NumbaFunctions(model, 1, **low_precision)
-        assert functions.small_batch_rows == LOW_PRECISION_SMALL_BATCH_ROWS
 
 
 def test_outputs_are_not_overwritten_by_the_next_call(backend: ModelFunctions, model: MuZeroNetwork) -> None:

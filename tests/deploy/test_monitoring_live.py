@@ -200,6 +200,14 @@ def _stop_prometheus(prometheus: subprocess.Popen[bytes], log: IO[bytes]) -> Non
     log.close()
 
 
+def _prometheus_ready(prometheus: subprocess.Popen[bytes], api: httpx.Client, tmp_path: Path) -> bool:
+    assert prometheus.poll() is None, (tmp_path / "prometheus.log").read_text()
+    try:
+        return api.get("/-/ready").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _run_every_query(api: httpx.Client, account: str) -> tuple[list[str], list[str], int]:
     """Run every dashboard variable, panel and alert query: (failures, live panels without data, count).
     A variable must offer the stack's instrument or ``account``."""
@@ -280,15 +288,7 @@ def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> Non
     stack = LiveStack(config)
     api = httpx.Client(base_url=f"http://127.0.0.1:{prometheus_port}", timeout=10)
     try:
-
-        def prometheus_ready() -> bool:
-            assert prometheus.poll() is None, (tmp_path / "prometheus.log").read_text()
-            try:
-                return api.get("/-/ready").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait_until(prometheus_ready, "Prometheus", 30)
+        _wait_until(lambda: _prometheus_ready(prometheus, api, tmp_path), "Prometheus", 30)
         stack.start_services()
         builder_metrics = f"http://127.0.0.1:{config.feature_builder_metrics_port}/metrics"
 

@@ -30,7 +30,7 @@ from services.jobs.stack import LiveStack, ServiceProcess, StackConfig, redis_an
 from services.jobs.synth import run_synth
 from services.trainer.worker import run_training
 from shared.env import TRADE_LOG_FIELDS, EnvConfig, MarketData, TradeLog, TradingEnv
-from shared.model.checkpoint import CheckpointManifest, load_checkpoint, save_checkpoint
+from shared.model.checkpoint import CheckpointManifest, LoadedCheckpoint, load_checkpoint, save_checkpoint
 from shared.model.checkpoint_root import resolve_checkpoint, write_pointer
 from shared.model.config import ModelConfig
 from shared.model.networks import MuZeroNetwork
@@ -249,6 +249,21 @@ def _train(db: Path, out: Path, reward: str) -> Path:
     return resolve_checkpoint(out)
 
 
+def _serve_with_entries_open(trained: LoadedCheckpoint, root: Path, reward: str) -> Path:
+    """``trained`` saved under ``root`` as latest, its entry gate open."""
+    manifest = trained.manifest
+    served = save_checkpoint(
+        root,
+        trained.model,
+        version=f"trained-{reward}",
+        training_step=manifest.training_step,
+        training=manifest.training,
+        serving={"entry_gate": {"margin": 0.0, "allow_entries": True}},
+    )
+    write_pointer(root, "latest", served.name)
+    return served
+
+
 def _decision_orders(config: StackConfig) -> list[tuple[Any, ...]]:
     """(bar time, step, action) of every decision order of the stack's account, by bar time."""
     with duckdb.connect(str(config.ledger_db), read_only=True) as con:
@@ -300,15 +315,7 @@ def test_live_rewards_equal_the_backtest_rewards_bar_for_bar(tmp_path: Path, rew
     # Served with its entries open: the tiny run's validation finds no edge and closes its entry gate,
     # and an agent that never trades would leave the rewards of open positions untested.
     root = tmp_path / "checkpoints"
-    served = save_checkpoint(
-        root,
-        trained.model,
-        version=f"trained-{reward}",
-        training_step=manifest.training_step,
-        training=manifest.training,
-        serving={"entry_gate": {"margin": 0.0, "allow_entries": True}},
-    )
-    write_pointer(root, "latest", served.name)
+    served = _serve_with_entries_open(trained, root, reward)
     # The backtest: ``smz evaluate`` of the served checkpoint; the stack replays the back-to-back
     # sessions in which it trades the most.
     _, backtest = run_evaluate(db, "SYNTHJPY", "all", "muzero", checkpoint=served)

@@ -25,7 +25,6 @@ from services.broker_gateway.settings import GatewaySettings
 from services.feature_builder.settings import FeatureBuilderSettings
 from services.inference.settings import InferenceSettings
 from services.settings import (
-    DEFAULT_TOKEN,
     FEATURE_BUILDER_METRICS_PORT,
     GATEWAY_PORT,
     INFERENCE_PORT,
@@ -34,7 +33,7 @@ from services.settings import (
     SharedSettings,
 )
 
-__all__ = ["DEFAULT_TOKEN", "LiveStack", "ServiceProcess", "StackConfig", "StackError", "settings_env"]
+__all__ = ["LiveStack", "ServiceProcess", "StackConfig", "StackError", "settings_env"]
 
 
 def settings_env(settings_cls: type[ServiceSettings], **values: Any) -> dict[str, str]:

@@ -169,7 +169,7 @@ class PositionState:
             entry_price=np.array([self.entry_price]),
             entry_bar=np.array([self.entry_step], dtype=np.int64),
             peak=np.array([self.peak]),
-            trackers=np.array([[self.pnl, self.bars_since_entry, self.dd, self.min_dd, self.acc_dd]]),
+            trackers=np.array([[self.pnl], [self.bars_since_entry], [self.dd], [self.min_dd], [self.acc_dd]]),
         )
 
     def _keep(self, book: Book) -> None:
@@ -178,7 +178,7 @@ class PositionState:
         self.entry_price = float(book.entry_price[0])
         self.entry_step = int(book.entry_bar[0])
         self.peak = float(book.peak[0])
-        self.pnl, self.bars_since_entry, self.dd, self.min_dd, self.acc_dd = book.trackers[0].tolist()
+        self.pnl, self.bars_since_entry, self.dd, self.min_dd, self.acc_dd = book.trackers[:, 0].tolist()
 
     def _open_equity(self) -> float:
         return float(open_equity(self._book())[0])

@@ -22,9 +22,10 @@ class Book(NamedTuple):
     entry_price: np.ndarray  # float64: the close the position opened at
     entry_bar: np.ndarray  # int64: the bar it opened at (only its distance to the marked bar counts)
     peak: np.ndarray  # float64: the best P&L in pips since the entry
-    # float64 (n, 5), before scaling: P&L in pips after spread, bars since the entry, pips from the
-    # peak, max drawdown, accumulated drawdown. Flat rows' are meaningless: masked in the features,
-    # reset by an entry.
+    # float64 (5, n), before scaling: P&L in pips after spread, bars since the entry, pips from the
+    # peak, max drawdown, accumulated drawdown. A row per tracker, so that marking runs over
+    # contiguous memory (column views of an (n, 5) array made the environment's step 1.3x slower).
+    # Flat sessions' values are meaningless: masked in the features, reset by an entry.
     trackers: np.ndarray
 
     @classmethod
@@ -34,13 +35,13 @@ class Book(NamedTuple):
             entry_price=np.zeros(n),
             entry_bar=np.zeros(n, dtype=np.int64),
             peak=np.zeros(n),
-            trackers=np.zeros((n, N_TRACKERS)),
+            trackers=np.zeros((N_TRACKERS, n)),
         )
 
     @property
     def pnl(self) -> np.ndarray:
         """P&L in pips after spread at the last mark (a view)."""
-        return self.trackers[:, 0]
+        return self.trackers[0]
 
 
 def open_positions(
@@ -51,14 +52,14 @@ def open_positions(
     book.entry_price[rows] = price
     book.entry_bar[rows] = bar
     book.peak[rows] = -spread_pips
-    book.trackers[rows] = 0.0
-    book.trackers[rows, 0] = -spread_pips
+    book.trackers[:, rows] = 0.0
+    book.trackers[0, rows] = -spread_pips
 
 
 def mark_to_market(book: Book, close: np.ndarray, bar: np.ndarray, pip: float, spread_pips: float) -> None:
     """Mark every row at ``close`` (its bar ``bar``): P&L in pips after spread, bars held, peak and
     drawdown trackers, in place. Flat rows are computed too (cheaper than selecting)."""
-    pnl, bars_since_entry, from_peak, max_drawdown, acc_drawdown = book.trackers.T
+    pnl, bars_since_entry, from_peak, max_drawdown, acc_drawdown = book.trackers
     np.subtract(close, book.entry_price, out=pnl)
     pnl *= book.side
     pnl /= pip
@@ -79,9 +80,9 @@ def position_features(book: Book, out: np.ndarray | None = None) -> np.ndarray:
     """(n, 6) float32 position columns of the observation: the side, then the trackers scaled by
     tanh(x / 100) (zero when flat)."""
     # float32 tanh is vectorised (float64 tanh is a scalar libm call per element, 4x slower).
-    scaled = (book.trackers * ((book.side != 0) / POSITION_SCALE)[:, None]).astype(np.float32)
+    scaled = (book.trackers * ((book.side != 0) / POSITION_SCALE)).astype(np.float32)
     if out is None:
         out = np.empty((len(book.side), N_POSITION), dtype=np.float32)
     out[:, 0] = book.side
-    np.tanh(scaled, out=out[:, 1:])
+    np.tanh(scaled.T, out=out[:, 1:])
     return out

@@ -173,7 +173,7 @@ def test_the_live_position_is_one_row_of_the_environment(reward: str, side: int)
             assert np.array_equal(state.features(), observation[0, -1, 9:]), (action, step)
             if state.side:  # the same mark, bit for bit
                 trackers = [state.pnl, state.bars_since_entry, state.dd, state.min_dd, state.acc_dd]
-                assert trackers == env.trackers[0].tolist() and state.peak == env.book.peak[0]
+                assert trackers == env.trackers[:, 0].tolist() and state.peak == env.book.peak[0]
             result = env.step(np.array([taken]))
             out = state.apply(taken, float(market.close[bar]), step, int(market.ts[bar]), step == 2, reward)
             assert out.valid == bool(result.valid[0]) and state.side == int(env.side[0]), (action, step)

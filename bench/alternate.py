@@ -90,9 +90,10 @@ def main() -> dict[str, object]:
     parser.add_argument("--old", required=True, help="the commit to compare against")
     parser.add_argument("--new", default="HEAD", help="the commit under test (default HEAD)")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each side (default 3)")
-    parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="after --: the benchmark's arguments")
-    options = parser.parse_args()
-    bench_args = options.bench_args[1:] if options.bench_args[:1] == ["--"] else options.bench_args
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    options = parser.parse_args(argv[:split])
+    bench_args = argv[split + 1 :]  # after --: the benchmark's own arguments
     with tempfile.TemporaryDirectory(prefix="smz-alternate-") as tmp:
         root = Path(tmp)
         checkouts = {side: root / side for side in ("old", "new")}

@@ -28,7 +28,7 @@ def synthetic_bars(n: int, seed: int = 0) -> Bars:
     close = 140.0 + np.cumsum(rng.normal(0, 0.02, n))
     ts = 1_600_000_000 - 1_600_000_000 % 60 + 60 * np.arange(n, dtype=np.int64)
     spread = np.abs(rng.normal(0, 0.01, n))
-    return Bars("BENCHJPY", ts, close, close + spread, close - spread, close, np.zeros(n))
+    return Bars("SYNTHJPY", ts, close, close + spread, close - spread, close, np.zeros(n))
 
 
 def run_once(env: TradingEnv, starts: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> float:

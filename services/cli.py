@@ -277,6 +277,19 @@ def train(
             "(default 1)."
         ),
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Self-play on Ray actors instead of --workers: a cluster's ADDRESS (host:port), auto (the "
+            "cluster RAY_ADDRESS or `ray start` names), or local (a Ray started for this run). "
+            "Needs Ray, the package's ray extra.",
+        ),
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option(help="Ray self-play actors with --ray, one CPU each (default 2).")
+    ] = None,
     recipe: Annotated[
         RecipeName | None,
         typer.Option(
@@ -316,6 +329,7 @@ def train(
 
     options = {"db": db, "instrument": instrument, "out": out, "minutes": minutes, "episodes": episodes}
     options |= {"workers": workers, "reward": reward.value if reward is not None else None}
+    options |= {"ray": ray, "actors": actors}
     try:
         run = training_run_from(
             config_file_from(config), options, recipe.value if recipe else None, set_ or []

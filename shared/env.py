@@ -67,19 +67,28 @@ class MarketData:
     instrument: str
     ts: np.ndarray  # int64 epoch seconds
     close: np.ndarray  # float64
-    features: np.ndarray  # (n, 9) market features (stored as float32)
+    features: np.ndarray  # (n, 9) market features, or the (n, 15) float32 ``rows`` of another MarketData
+    rows: np.ndarray = field(init=False, repr=False)  # (n, 15) float32: the features, zero position columns
     windows: np.ndarray = field(init=False, repr=False)  # (n - 31, 480) float32 view, see below
 
     def __post_init__(self) -> None:
         n = len(self.ts)
-        if len(self.close) != n or self.features.shape != (n, N_MARKET):
+        rows = self.features.shape == (n, N_FEATURES) and self.features.dtype == np.float32
+        if len(self.close) != n or not (rows or self.features.shape == (n, N_MARKET)):
             raise ValueError(
                 f"market data mismatch: {n} timestamps, {len(self.close)} closes, "
                 f"features {self.features.shape} (want ({n}, {N_MARKET}))"
             )
-        # Rows already 15 wide (position columns zero), so a window is one contiguous gather.
-        padded = np.zeros((n, N_FEATURES), dtype=np.float32)
-        padded[:, :N_MARKET] = self.features
+        if rows:
+            # Already padded rows (a Ray actor's, from the object store): shared, not copied.
+            padded = self.features
+            if padded[:, N_MARKET:].any():
+                raise ValueError("padded market rows must have zero position columns")
+        else:
+            # Rows already 15 wide (position columns zero), so a window is one contiguous gather.
+            padded = np.zeros((n, N_FEATURES), dtype=np.float32)
+            padded[:, :N_MARKET] = self.features
+        object.__setattr__(self, "rows", padded)
         object.__setattr__(self, "features", padded[:, :N_MARKET])
         # Window ending at bar b is row b - 31 of this read-only view: 480 contiguous floats.
         windows = as_strided(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.settings import (
@@ -32,6 +32,11 @@ class TrainerSettings(ServiceSettings):
     minutes: float | None = Field(None, gt=0)
     episodes: int | None = Field(None, gt=0)
     workers: int = Field(1, ge=1)
+    # Self-play on Ray (services/trainer/ray_pool.py): the cluster's address, "auto" (the one the
+    # environment names) or "local" (a Ray started for this run); None: no Ray.
+    ray: str | None = None
+    actors: int = Field(2, ge=1)  # Ray self-play actors, one CPU each
+    max_restarts: int = Field(3, ge=-1)  # times Ray restarts a failed actor; -1: without limit
     sessions_per_round: int = Field(64, ge=1)  # self-play sessions stepped together
     updates_per_round: int = Field(128, ge=0)  # learner updates after each round
     publish_every: int = Field(50, ge=1)  # learner updates between weight refreshes of self-play
@@ -42,6 +47,12 @@ class TrainerSettings(ServiceSettings):
     seed: int = 0
     metrics_port: int = Field(TRAINER_METRICS_PORT, ge=0, le=65535)  # Prometheus endpoint; 0 turns it off
     metrics_host: str = LOCALHOST  # 0.0.0.0 in containers, so Prometheus can scrape it
+
+    @model_validator(mode="after")
+    def _one_pool(self) -> TrainerSettings:
+        if self.ray is not None and self.workers > 1:
+            raise ValueError("give --workers (processes on this host) or --ray (Ray actors), not both")
+        return self
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, str]:

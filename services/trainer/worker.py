@@ -1,14 +1,14 @@
 """The training loop: self-play rounds, learner updates, validation, checkpoints, resume.
 
 With ``--workers 1`` collection and learning alternate in one process; with more, self-play runs
-in ``workers - 1`` processes beside the learner (``services/trainer/actor.py``).
+in ``workers - 1`` processes beside the learner (``services/trainer/actor.py``), and with ``--ray`` in
+``--actors`` Ray actors, on this machine or a cluster (``services/trainer/ray_pool.py``).
 Every checkpoint holds the model, the optimiser, the replay, the
 counters and the RNG states, so a restart continues where the last complete checkpoint stopped.
 """
 
 from __future__ import annotations
 
-import queue as queue_module
 import shutil
 import time
 from collections.abc import Callable
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.multiprocessing as mp
 from rich.console import Console
 
-from services.trainer.actor import CollectedRound, SharedWeights, run_actor
+from services.trainer.actor import ProcessPool, RoundSource, SelfPlayActor, SelfPlayData
 from services.trainer.metrics import TrainerMetrics
 from services.trainer.settings import TrainerSettings
 from services.trainer.state import (
@@ -50,7 +49,7 @@ from shared.training.batch import make_batch
 from shared.training.config import TrainingConfig
 from shared.training.gate import GateChoice, choose_gate
 from shared.training.learner import Learner, LossParts, zero_output_heads
-from shared.training.selfplay import SelfPlayRound, play_round
+from shared.training.selfplay import SelfPlayRound
 
 KEEP_LAST = 2
 
@@ -314,7 +313,7 @@ def run_training(
     if settings.minutes is None and settings.episodes is None:
         raise ValueError("give --minutes or --episodes")
     config = config or TrainingConfig()
-    torch.set_num_threads(1 if settings.workers > 1 else settings.threads)
+    torch.set_num_threads(1 if settings.workers > 1 or settings.ray is not None else settings.threads)
     with Store(settings.db, read_only=True) as store:
         dataset = store.load_dataset(settings.instrument)
     market = MarketData(settings.instrument, dataset.bars.ts, dataset.bars.close, dataset.features)
@@ -333,13 +332,30 @@ def run_training(
             return True
         return settings.minutes is not None and time.monotonic() - began >= settings.minutes * 60
 
-    if settings.workers == 1:
+    if settings.workers == 1 and settings.ray is None:
         _alternate(trainer, dataset.outcome, train_starts, done)
     else:
-        _overlap(trainer, done)
+        source = _round_source(trainer.run, market, dataset.outcome, train_starts)
+        try:
+            _overlap(trainer, done, source)
+        finally:
+            source.close()
     if counters.episodes != trainer.last_validated or not trainer.metrics:
         trainer.validate_and_save()
     return trainer.summary()
+
+
+def _round_source(
+    run: TrainingRun, market: MarketData, outcomes: np.ndarray, train_starts: np.ndarray
+) -> RoundSource:
+    """Ray actors with ``--ray``, else ``workers - 1`` processes on this host."""
+    settings = run.settings
+    if settings.ray is None:
+        return ProcessPool(settings, run.config, run.model, run.counters.episodes)
+    from services.trainer.ray_pool import RayPool  # Ray is an optional extra
+
+    data = SelfPlayData(market, outcomes, train_starts)
+    return RayPool(settings, run.config, run.model, data, run.counters)
 
 
 def _alternate(
@@ -347,91 +363,51 @@ def _alternate(
 ) -> None:
     """One process: a self-play round with the latest weights, then the learner's updates."""
     run, settings = trainer.run, trainer.run.settings
+    data = SelfPlayData(trainer.market, outcomes, train_starts)
+    actor = SelfPlayActor(settings, run.config, data, run.model, run.rng, threads=settings.threads)
     while not done():
-        run.model.eval()
-        collector = make_model_functions(run.model, "auto", threads=settings.threads)
-        temperature = run.config.temperature(run.counters.episodes)
-        collect_began = time.monotonic()
-        round_ = play_round(
-            collector,
-            trainer.market,
-            outcomes,
-            run.rng.choice(train_starts, size=settings.sessions_per_round),
-            run.config.collect_search(run.counters.episodes),
-            run.rng,
-            run.config.env_config(),
-        )
-        trainer.add_round(round_, temperature, time.monotonic() - collect_began, run.counters.updates)
+        actor.weights_step = run.counters.updates  # it plays with the learner's own model
+        collected = actor.play(run.counters.episodes)
+        trainer.add_round(collected.round, collected.temperature, collected.seconds, collected.weights_step)
         trainer.log_round(trainer.learn(settings.updates_per_round))
         if trainer.validation_due() and not done():
             trainer.validate_and_save()
 
 
-def _overlap(trainer: _Trainer, done: Callable[[], bool]) -> None:
-    """``workers - 1`` self-play processes feed the learner in this process. The learner keeps the
-    single-process ratio of updates per episode (it takes a round only once the previous round's
-    updates are done, so a slow learner holds self-play back instead of falling behind) and
-    publishes its weights every ``publish_every`` updates."""
+def _overlap(trainer: _Trainer, done: Callable[[], bool], source: RoundSource) -> None:
+    """Self-play actors (processes on this host or Ray actors) feed the learner in this process. The
+    learner keeps the single-process ratio of updates per episode (it takes a round only once the
+    previous round's updates are done, so a slow learner holds self-play back instead of falling
+    behind) and publishes its weights every ``publish_every`` updates."""
     run, settings = trainer.run, trainer.run.settings
-    ctx = mp.get_context("spawn")
-    weights = SharedWeights(run.model, ctx)
-    weights.publish(run.model, run.counters.updates)
-    episodes = ctx.Value("q", run.counters.episodes)
-    rounds: mp.Queue[CollectedRound] = ctx.Queue(maxsize=settings.workers)
-    stop = ctx.Event()
-    actors = [
-        ctx.Process(
-            target=run_actor,
-            args=(i, settings, run.config, weights, episodes, rounds, stop),
-            name=f"smz-selfplay-{i}",
-            daemon=True,
-        )
-        for i in range(settings.workers - 1)
-    ]
-    for actor in actors:
-        actor.start()
+    source.publish(run.model, run.counters.updates)
     per_episode = settings.updates_per_round / settings.sessions_per_round
     budget = 0.0  # updates owed for the episodes received so far
     since_publish = 0
     round_losses: list[LossParts] | None = None  # the updates owed for the last round received
-    try:
-        while True:
-            if not all(actor.is_alive() for actor in actors):
-                raise RuntimeError("a self-play process died; see its error above")
-            if budget >= 1:
-                losses = trainer.learn(min(int(budget), settings.publish_every - since_publish))
-                budget -= len(losses)
-                since_publish += len(losses)
-                if round_losses is not None:
-                    round_losses.extend(losses)
-                if since_publish >= settings.publish_every:
-                    weights.publish(run.model, run.counters.updates)
-                    since_publish = 0
-                continue
-            # The last round's updates are done: log it, validate if due, then take the next one.
+    while True:
+        if budget >= 1:
+            losses = trainer.learn(min(int(budget), settings.publish_every - since_publish))
+            budget -= len(losses)
+            since_publish += len(losses)
             if round_losses is not None:
-                trainer.log_round(round_losses)
-                round_losses = None
-                if trainer.validation_due() and not done():
-                    trainer.validate_and_save()
-            if done():
-                break
-            try:
-                collected = rounds.get(timeout=0.5)
-            except queue_module.Empty:
-                continue
-            trainer.add_round(
-                collected.round, collected.temperature, collected.seconds, collected.weights_step
-            )
-            episodes.value = run.counters.episodes
-            round_losses = []
-            if run.replay.ready:
-                budget += per_episode * len(collected.round.trajectories)
-        weights.publish(run.model, run.counters.updates)
-    finally:
-        stop.set()
-        for actor in actors:
-            actor.join(timeout=30)
-            if actor.is_alive():
-                actor.terminate()
-        rounds.cancel_join_thread()
+                round_losses.extend(losses)
+            if since_publish >= settings.publish_every:
+                source.publish(run.model, run.counters.updates)
+                since_publish = 0
+            continue
+        # The last round's updates are done: log it, validate if due, then take the next one.
+        if round_losses is not None:
+            trainer.log_round(round_losses)
+            round_losses = None
+            if trainer.validation_due() and not done():
+                trainer.validate_and_save()
+        if done():
+            break
+        collected = source.next_round(run.counters.episodes, timeout=0.5)
+        if collected is None:
+            continue
+        trainer.add_round(collected.round, collected.temperature, collected.seconds, collected.weights_step)
+        round_losses = []
+        if run.replay.ready:
+            budget += per_episode * len(collected.round.trajectories)

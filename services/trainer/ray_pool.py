@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Any
 
 import numpy as np
@@ -28,13 +29,14 @@ from shared.training.config import TrainingConfig
 
 try:
     import ray
-    from ray.exceptions import RayActorError
+    from ray.exceptions import ActorDiedError, RayActorError
 except ImportError:  # the optional extra is not installed
     ray = None
 
 # A local Ray (``--ray`` without an address) stays small: the object store holds one market and a
 # few weight versions.
 LOCAL_OBJECT_STORE_BYTES = 200_000_000
+RETRY_SECONDS = 1.0  # between calls to an actor Ray is restarting
 
 
 def require_ray() -> Any:
@@ -88,16 +90,12 @@ class RayActor:
         rng = np.random.default_rng([settings.seed, actor_id, episodes, os.getpid()])
         self.actor = SelfPlayActor(settings, config, data, MuZeroNetwork(model_config), rng)
 
-    def play(
-        self, weights: tuple[int, dict[str, np.ndarray]], episodes: int
-    ) -> tuple[str, int, CollectedRound]:
-        """One round with ``weights`` (their learner step and arrays); says where it was played."""
+    def play(self, weights: tuple[int, dict[str, np.ndarray]], episodes: int) -> tuple[str, CollectedRound]:
+        """One round with ``weights`` (their learner step and arrays), and where it was played."""
         step, state = weights
         self.actor.load(state, step)
-        return socket.gethostname(), os.getpid(), self.actor.play(episodes)
-
-    def where(self) -> tuple[str, int]:
-        return socket.gethostname(), os.getpid()
+        node = ray.get_runtime_context().get_node_id()[:8]
+        return f"{socket.gethostname()} (node {node}) pid {os.getpid()}", self.actor.play(episodes)
 
 
 class RayPool:
@@ -126,8 +124,10 @@ class RayPool:
             )
             for i in range(settings.actors)
         ]
-        self.losses = [0] * settings.actors
-        self.where: dict[int, tuple[str, int]] = {}
+        self.restarting: set[int] = set()  # lost a round, not back yet
+        self.retry_at: dict[int, float] = {}  # when to call a restarting actor again
+        self.gone: set[int] = set()  # out of restarts
+        self.where: dict[int, str] = {}
         self.weights: Any = None
         self.in_flight: dict[Any, int] = {}  # the pending call of each live actor
 
@@ -140,46 +140,54 @@ class RayPool:
 
     def next_round(self, episodes: int, timeout: float) -> CollectedRound | None:
         calling = set(self.in_flight.values())
+        now = time.monotonic()
         for i in range(len(self.actors)):
-            if i not in calling and self._alive(i):
+            if i not in calling and i not in self.gone and self.retry_at.get(i, 0.0) <= now:
                 self._call(i, episodes)
         if not self.in_flight:
-            raise RuntimeError("every Ray self-play actor failed more than max_restarts times")
+            if len(self.gone) == len(self.actors):
+                raise RuntimeError("every Ray self-play actor is gone (restarted max_restarts times)")
+            time.sleep(timeout)  # all of them restarting
+            return None
         ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout)
         if not ready:
             return None
         i = self.in_flight.pop(ready[0])
         try:
-            host, pid, collected = ray.get(ready[0])
+            where, collected = ray.get(ready[0])
         except RayActorError as exc:
-            self._lost(i, episodes, exc)
+            self._failed(i, episodes, exc)
             return None
-        if self.where.get(i) != (host, pid):
-            self.where[i] = (host, pid)
-            self.console.print(f"self-play actor {i} on {host} pid {pid}")
+        self.restarting.discard(i)
+        if self.where.get(i) != where:
+            self.where[i] = where
+            self.console.print(f"self-play actor {i} on {where}", soft_wrap=True)
         # Its next round starts now, at the episode count this round brings the run to.
         self._call(i, episodes + len(collected.round.trajectories))
         return collected
 
-    def _alive(self, i: int) -> bool:
-        limit = self.settings.max_restarts
-        return limit < 0 or self.losses[i] <= limit
-
-    def _lost(self, i: int, episodes: int, exc: Exception) -> None:
-        """The actor died mid-round: its round is dropped whole; Ray restarts it, and it is called again."""
-        self.losses[i] += 1
+    def _failed(self, i: int, episodes: int, exc: RayActorError) -> None:
+        """A call failed: the round is dropped whole. The actor is restarting (it is called again in a
+        moment: calls fail until it is back) or, once out of restarts, gone."""
+        if isinstance(exc, ActorDiedError):
+            self.gone.add(i)
+        elif i in self.restarting:  # a call made while it was still restarting: no round was lost
+            self.retry_at[i] = time.monotonic() + RETRY_SECONDS
+            return
+        else:
+            self.restarting.add(i)
+            self.retry_at[i] = time.monotonic() + RETRY_SECONDS
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        restarting = self._alive(i)
+        restarting = i not in self.gone
         self.console.print(
             f"self-play actor {i} lost its round ({reason}); "
-            + ("Ray restarts it" if restarting else "no restarts left, going on without it")
+            + ("Ray restarts it" if restarting else "it is out of restarts, going on without it"),
+            soft_wrap=True,
         )
         append_history(
             self.settings.out,
             {"kind": "actor_lost", "actor": i, "episodes": episodes, "restarting": restarting},
         )
-        if restarting:
-            self._call(i, episodes)
 
     def close(self) -> None:
         for actor in self.actors:

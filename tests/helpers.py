@@ -74,6 +74,16 @@ def isolated_stack_config(
     return StackConfig(**{**fields, **settings})
 
 
+def small_synth_db(path: Path) -> Path:
+    """The small SYNTHJPY market the trainer tests train on (12,000 bars, seed 4), features built."""
+    from services.jobs.features import run_features
+    from services.jobs.synth import run_synth
+
+    run_synth(path, "SYNTHJPY", 12_000, seed=4)
+    run_features(path, "SYNTHJPY")
+    return path
+
+
 def small_trainer_settings(db: Path, out: Path, episodes: int, validate_every: int) -> TrainerSettings:
     """A trainer run of ``episodes`` on the SYNTHJPY market in ``db``: 4 sessions a round, 3 updates,
     4 validation sessions with no trade minimum, one thread, no metrics server."""

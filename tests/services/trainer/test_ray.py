@@ -23,14 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from services.jobs.features import run_features
-from services.jobs.synth import run_synth
 from services.trainer.state import REPLAY_FILE, read_history
 from shared.env import EnvConfig
 from shared.model.checkpoint import load_checkpoint
 from shared.model.checkpoint_root import list_checkpoints, resolve_checkpoint
 from shared.replay import ReplayBuffer
-from tests.helpers import REPO, free_port
+from tests.helpers import REPO, free_port, small_synth_db
 
 pytest.importorskip("ray", reason="Ray is not installed (the ray extra: pip install -e '.[ray]')")
 
@@ -136,10 +134,7 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ray") / "synth.duckdb"
-    run_synth(path, "SYNTHJPY", 12_000, seed=4)
-    run_features(path, "SYNTHJPY")
-    return path
+    return small_synth_db(tmp_path_factory.mktemp("ray") / "synth.duckdb")
 
 
 def _train(cluster: Cluster, db: Path, out: Path, episodes: int) -> subprocess.Popen[str]:

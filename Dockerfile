@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every service of micro-muzero: the entrypoint is `smz`, the command picks the job.
 #   docker build -t micro-muzero:0.1.0 .
+#   docker build --build-arg EXTRAS=ray -t micro-muzero:0.1.0-ray .   (k8s/overlays/ray: training on Ray)
 #   docker run --rm micro-muzero:0.1.0 serve inference      (settings: SMZ_* environment variables)
 # docker-compose.yml and k8s/ run it as the trainer, inference, feature builder and broker gateway.
 
@@ -33,6 +34,11 @@ COPY services ./services
 RUN pip install --no-deps . \
     && python -c "import torch; assert torch.__version__.startswith('2.13.0') and not torch.version.cuda, torch.__version__" \
     && smz --help > /dev/null
+
+# Optional extras, pinned in pyproject.toml: --build-arg EXTRAS=ray builds the image of
+# k8s/overlays/ray (micro-muzero:0.1.0-ray), whose pods are Ray's nodes. The default image has no Ray.
+ARG EXTRAS=""
+RUN if [ -n "${EXTRAS}" ]; then pip install ".[${EXTRAS}]"; fi
 
 # ---------------------------------------------------------------- runtime: the venv and the code only
 FROM ${PYTHON_IMAGE} AS runtime

@@ -283,3 +283,27 @@ def test_equity_reward_by_hand() -> None:
     # Earlier releases' names still read (older checkpoints' trainer.json).
     assert EnvConfig(reward="pips").reward == "equity"  # type: ignore[arg-type]
     assert EnvConfig(reward="spec").reward == "amddp1"  # type: ignore[arg-type]
+
+
+def test_market_rows_are_shared_not_copied(market: MarketData, starts: np.ndarray) -> None:
+    """Another MarketData's padded rows (what a Ray actor maps from the object store, read-only) are
+    used as they are, and the environment steps the same on them."""
+    rows = market.rows.copy()
+    rows.flags.writeable = False
+    shared = MarketData(market.instrument, market.ts, market.close, rows)
+    assert shared.rows is rows and np.shares_memory(shared.windows, rows)
+    np.testing.assert_array_equal(shared.features, market.features)
+    actions = np.random.default_rng(3).integers(0, 4, size=(20, len(starts)))
+    envs = [TradingEnv(m) for m in (market, shared)]
+    observations = [env.reset(starts) for env in envs]
+    np.testing.assert_array_equal(*observations)
+    for step in actions:
+        results = [env.step(step) for env in envs]
+        np.testing.assert_array_equal(results[0].observation, results[1].observation)
+        np.testing.assert_array_equal(results[0].reward, results[1].reward)
+    dirty = market.rows.copy()
+    dirty[0, -1] = 1.0
+    with pytest.raises(ValueError, match="zero position columns"):
+        MarketData(market.instrument, market.ts, market.close, dirty)
+    with pytest.raises(ValueError, match="market data mismatch"):
+        MarketData(market.instrument, market.ts, market.close[:-1], rows)

@@ -61,7 +61,7 @@ def connect(address: str, actors: int) -> None:
         ray.init(address=address, log_to_driver=True)
 
 
-def _data_arrays(data: SelfPlayData) -> tuple[Any, ...]:
+def data_arrays(data: SelfPlayData) -> tuple[Any, ...]:
     """The arrays of ``data``, the market's padded rows rather than its features: what actors map."""
     m = data.market
     return (m.instrument, m.ts, m.close, m.rows, data.outcomes, data.train_starts)
@@ -116,7 +116,7 @@ class RayPool:
         connect(settings.ray, settings.actors)
         self.settings, self.console = settings, Console()
         # Once: every actor maps the same arrays, and a restarted actor is built from them again.
-        self.arrays = arrays = ray.put(_data_arrays(data))
+        self.arrays = arrays = ray.put(data_arrays(data))
         remote = ray.remote(num_cpus=1, max_restarts=settings.max_restarts, max_task_retries=0)(RayActor)
         self.actors = [
             remote.options(name=f"smz-selfplay-{i}-{os.getpid()}").remote(

@@ -313,7 +313,9 @@ def run_training(
     if settings.minutes is None and settings.episodes is None:
         raise ValueError("give --minutes or --episodes")
     config = config or TrainingConfig()
-    torch.set_num_threads(1 if settings.workers > 1 or settings.ray is not None else settings.threads)
+    # Self-play processes share this host's cores; Ray actors have CPUs of their own (on a cluster the
+    # head gives them none), so the learner keeps its threads.
+    torch.set_num_threads(1 if settings.workers > 1 else settings.threads)
     with Store(settings.db, read_only=True) as store:
         dataset = store.load_dataset(settings.instrument)
     market = MarketData(settings.instrument, dataset.bars.ts, dataset.bars.close, dataset.features)

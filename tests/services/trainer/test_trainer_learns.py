@@ -33,8 +33,16 @@ CI_EPISODES = 768
 CI_TRAINING = TrainingConfig(temperature_decay_episodes=CI_EPISODES)
 
 
+def _ray_or_skip() -> str:
+    pytest.importorskip("ray", reason="Ray is not installed (the ray extra: pip install -e '.[ray]')")
+    return "local"
+
+
 @pytest.mark.slow
-def test_ci_sized_run_earns_and_beats_random(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pool", ["one process", "ray"])
+def test_ci_sized_run_earns_and_beats_random(tmp_path: Path, pool: str) -> None:
+    """``one process``: self-play and learning alternate; ``ray``: the same run with self-play in one
+    Ray actor (a local Ray started by the run) beside the learner, as ``smz train --ray local``."""
     db = tmp_path / "synth.duckdb"
     run_synth(db, "SYNTHJPY", 200_000, seed=0)
     run_features(db, "SYNTHJPY")
@@ -54,6 +62,8 @@ def test_ci_sized_run_earns_and_beats_random(tmp_path: Path) -> None:
         metrics_port=0,
         seed=0,
     )
+    if pool == "ray":
+        settings = settings.model_copy(update={"ray": _ray_or_skip(), "actors": 1})
     began = time.monotonic()
     run_training(settings, CI_TRAINING, CI_MODEL)
     trained = time.monotonic() - began

@@ -39,10 +39,9 @@ LOCAL_OBJECT_STORE_BYTES = 200_000_000
 RETRY_SECONDS = 1.0  # between calls to an actor Ray is restarting
 
 
-def require_ray() -> Any:
+def require_ray() -> None:
     if ray is None:
-        raise LookupError("--ray needs Ray: pip install -e '.[ray]'")
-    return ray
+        raise LookupError("--ray needs Ray, the ray extra: pip install -e '.[ray]'")
 
 
 def connect(address: str, actors: int) -> None:
@@ -58,7 +57,10 @@ def connect(address: str, actors: int) -> None:
             log_to_driver=True,
         )
     else:
-        ray.init(address=address, log_to_driver=True)
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except ConnectionError as exc:
+            raise LookupError(f"cannot join the Ray cluster at {address}: {exc}") from exc
 
 
 def data_arrays(data: SelfPlayData) -> tuple[Any, ...]:

@@ -122,3 +122,24 @@ def test_smz_train_takes_flag_over_variable_over_file_and_routes_set(
 def test_smz_train_help_shows_the_choices() -> None:
     shown = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
     assert "equity|seed" in shown and "equity|amddp1" in shown and "--set" in shown
+
+
+def test_smz_train_ray_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--ray ADDRESS and --actors reach the settings; --ray with --workers is refused; without the ray
+    extra, --ray says how to install it."""
+    import services.trainer.ray_pool as ray_pool
+    import services.trainer.worker as worker
+
+    runs: list[TrainerSettings] = []
+    monkeypatch.setattr(worker, "run_training", lambda settings, *rest: runs.append(settings) or {})
+    argv = ["train", "--db", "m.duckdb", "--instrument", "SYNTHJPY", "--out", "runs/x", "--episodes", "1"]
+    done = CliRunner().invoke(app, [*argv, "--ray", "10.0.0.5:6379", "--actors", "12"])
+    assert done.exit_code == 0, done.output
+    assert (runs[-1].ray, runs[-1].actors, runs[-1].workers) == ("10.0.0.5:6379", 12, 1)
+    monkeypatch.setenv("SMZ_TRAINER_RAY", "auto")
+    assert CliRunner().invoke(app, argv).exit_code == 0 and runs[-1].ray == "auto"
+    refused = CliRunner().invoke(app, [*argv, "--workers", "2"])
+    assert refused.exit_code == 2 and "not both" in refused.output
+    monkeypatch.setattr(ray_pool, "ray", None)
+    with pytest.raises(LookupError, match=r"pip install -e '\.\[ray\]'"):
+        ray_pool.require_ray()

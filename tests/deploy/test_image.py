@@ -77,6 +77,14 @@ def test_the_pinned_torch_is_what_pyproject_pins() -> None:
     assert "torch==2.13.0" in deps
 
 
+def test_ray_is_an_optional_extra_the_default_install_and_image_leave_out() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.lower().startswith("ray")]
+    assert project["optional-dependencies"]["ray"] == ["ray==2.60.0"]
+    assert any("ray" in d for d in project["optional-dependencies"]["dev"] if d.startswith("micro-muzero["))
+    assert 'ARG EXTRAS=""' in DOCKERFILE.read_text()  # the image gets Ray only with --build-arg EXTRAS=ray
+
+
 def test_build_context_holds_what_the_copies_need_and_no_secrets() -> None:
     copies = [i.split()[1:-1] for s in stages() for i in s if i.startswith("COPY ") and "--from" not in i]
     sources = [src for srcs in copies for src in srcs]

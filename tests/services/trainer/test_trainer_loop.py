@@ -12,8 +12,6 @@ import torch
 from typer.testing import CliRunner
 
 from services.cli import app
-from services.jobs.features import run_features
-from services.jobs.synth import run_synth
 from services.trainer.settings import TrainerSettings
 from services.trainer.state import read_history
 from services.trainer.worker import run_training
@@ -25,14 +23,6 @@ from tests.helpers import small_trainer_settings
 
 SMALL = ModelConfig(hidden=32, tcn_channels=8, support_size=20)
 FAST = TrainingConfig(replay_min_size=4, collect_simulations=4, validation_simulations=4, batch_size=16)
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("train") / "synth.duckdb"
-    run_synth(path, "SYNTHJPY", 12_000, seed=4)
-    run_features(path, "SYNTHJPY")
-    return path
 
 
 def settings(db: Path, out: Path, episodes: int) -> TrainerSettings:

@@ -47,8 +47,8 @@ from tests.deploy.helpers import (
     alert_rules,
     concrete,
     load_dashboard,
+    prometheus_panels,
     promtool_check_metrics,
-    query_panels,
     tool,
     variable_queries,
 )
@@ -221,7 +221,7 @@ def _run_every_query(api: httpx.Client, account: str) -> tuple[list[str], list[s
             values = api.get(f"/api/v1/label/{label}/values", params={"match[]": metric}).json()
             if expected[label] not in values.get("data", []):
                 failures.append(f"{path.name} variable {label}: {values}")
-        for panel in query_panels(board):
+        for panel in prometheus_panels(board):
             for target in panel["targets"]:
                 expr = concrete(target["expr"])
                 error, result = _query(api, expr)

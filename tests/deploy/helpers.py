@@ -370,3 +370,42 @@ def concrete(expr: str, substitutions: dict[str, str] | None = None) -> str:
 def alert_rules() -> list[dict[str, Any]]:
     doc = yaml.safe_load(ALERTS.read_text())
     return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+# Infinity's column types, and the JSON values each accepts.
+INFINITY_COLUMN_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "timestamp_epoch_s": (int,),
+}
+
+
+def run_infinity_query(
+    http: Any, token: str, query: dict[str, Any], selection: dict[str, Any], start: int, end: int
+) -> list[dict[str, Any]]:
+    """The rows of an Infinity query as Infinity sends it to the gateway (``http``: a client on its
+    URL, the data source's): the bearer token, the parameters interpolated as Grafana does."""
+    params = {
+        p["key"]: grafana_interpolate(p["value"], selection, start, end)
+        for p in query["url_options"]["params"]
+    }
+    response = http.get(query["url"], params=params, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, (query["refId"], params, response.text)
+    rows = response.json()
+    assert isinstance(rows, list) and query["root_selector"] == ""
+    return rows
+
+
+def check_infinity_rows(
+    where: str, query: dict[str, Any], rows: list[dict[str, Any]], start: int, end: int
+) -> None:
+    """Every column's selector is a field of every row, of the column's type; an annotation's times
+    are in [start, end]."""
+    for row in rows:
+        for column in query["columns"]:
+            value = row.get(column["selector"], KeyError)
+            assert value is not KeyError, f"{where}: no field {column['selector']!r} in {row}"
+            kinds = INFINITY_COLUMN_TYPES[column["type"]]
+            assert isinstance(value, kinds) and not isinstance(value, bool), f"{where}: {column} {value!r}"
+            if column["type"] == "timestamp_epoch_s" and "annotation" in where:
+                assert start <= value <= end, f"{where}: {value} outside [{start}, {end}]"

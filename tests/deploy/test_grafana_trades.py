@@ -26,24 +26,22 @@ from tests.deploy.helpers import (
     DASHBOARDS,
     GRAFANA_PROVISIONING,
     INFINITY,
+    INFINITY_COLUMN_TYPES,
     LIVE_DASHBOARD,
+    REPO,
+    check_infinity_rows,
     dashboard_variables,
     grafana_interpolate,
     grafana_regex,
     infinity_queries,
     load_dashboard,
     panels,
+    run_infinity_query,
 )
 from tests.helpers import ROUND_TRIPS, trade_through
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TOKEN = "grafana-trades-test-token"
-# Infinity's column types, and the JSON values each accepts.
-COLUMN_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "number": (int, float),
-    "timestamp_epoch_s": (int,),
-}
 
 
 def provisioned_datasources() -> dict[str, dict[str, Any]]:
@@ -96,6 +94,22 @@ def test_the_gateway_data_source_is_provisioned_with_the_token_from_the_environm
     assert source["secureJsonData"] == {"bearerToken": "${SMZ_GATEWAY_TOKEN}"}
     # The Prometheus data source is still the default one.
     assert [s["uid"] for s in provisioned_datasources().values() if s.get("isDefault")] == ["prometheus"]
+
+
+def test_kubernetes_grafana_gets_the_same_data_source_and_plugin() -> None:
+    """k8s/overlays/monitoring/grafana-values.yaml (kube-prometheus-stack's Grafana): the compose data
+    source but for the gateway's cluster URL, the same plugin pin, the token from a Secret."""
+    values = yaml.safe_load((REPO / "k8s" / "overlays" / "monitoring" / "grafana-values.yaml").read_text())
+    grafana = values["grafana"]
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["grafana"]["environment"]
+    assert grafana["plugins"] == [compose["GF_INSTALL_PLUGINS"]]
+    (source,) = grafana["additionalDataSources"]
+    url = "http://broker-gateway.micro-muzero.svc:8002"
+    expected = gateway_datasource()
+    expected = {**expected, "url": url, "jsonData": {**expected["jsonData"], "allowedHosts": [url]}}
+    assert source == expected
+    token = grafana["envValueFrom"]["SMZ_GATEWAY_TOKEN"]["secretKeyRef"]
+    assert token == {"name": "smz-grafana-gateway-token", "key": "gateway-token"}
 
 
 def test_the_live_dashboard_has_the_trade_table_and_annotations() -> None:
@@ -157,7 +171,7 @@ def test_every_infinity_query_is_a_route_of_the_gateway(tmp_path: Path, clean_en
             except AssertionError as exc:
                 problems.append(f"{where}: {exc}")
         for column in query["columns"]:
-            if column["type"] not in COLUMN_TYPES:
+            if column["type"] not in INFINITY_COLUMN_TYPES:
                 problems.append(f"{where}: column {column} has a type this test does not know")
     assert not problems, "\n".join(problems)
 
@@ -186,32 +200,6 @@ def gateway_with_trades(tmp_path: Path, clean_env: None) -> Iterator[tuple[TestC
                 client.delete(key)
 
 
-def run_query(http: Any, query: dict[str, Any], selection: dict[str, Any], start: int, end: int) -> Any:
-    """The query as Infinity sends it: the data source's URL and bearer token, the interpolated
-    parameters."""
-    params = {
-        p["key"]: grafana_interpolate(p["value"], selection, start, end)
-        for p in query["url_options"]["params"]
-    }
-    response = http.get(query["url"], params=params, headers={"Authorization": f"Bearer {TOKEN}"})
-    assert response.status_code == 200, (query["refId"], params, response.text)
-    rows = response.json()
-    assert isinstance(rows, list) and query["root_selector"] == ""
-    return rows
-
-
-def check_rows(where: str, query: dict[str, Any], rows: list[dict[str, Any]], start: int, end: int) -> None:
-    """Every column's selector is a field of every row, of the column's type."""
-    for row in rows:
-        for column in query["columns"]:
-            value = row.get(column["selector"], KeyError)
-            assert value is not KeyError, f"{where}: no field {column['selector']!r} in {row}"
-            kinds = COLUMN_TYPES[column["type"]]
-            assert isinstance(value, kinds) and not isinstance(value, bool), f"{where}: {column} {value!r}"
-            if column["type"] == "timestamp_epoch_s" and "annotation" in where:
-                assert start <= value <= end, f"{where}: {value} outside [{start}, {end}]"
-
-
 def test_every_infinity_query_resolves_on_a_running_gateway(
     gateway_with_trades: tuple[TestClient, list[str]],
 ) -> None:
@@ -219,8 +207,8 @@ def test_every_infinity_query_resolves_on_a_running_gateway(
     start, end = ROUND_TRIPS[0][4], ROUND_TRIPS[-1][4] + 3600
     everything = {"instrument": None, "account": None}
     for where, query, _ in all_infinity_queries():
-        rows = run_query(http, query, everything, start, end)
-        check_rows(where, query, rows, start, end)
+        rows = run_infinity_query(http, TOKEN, query, everything, start, end)
+        check_infinity_rows(where, query, rows, start, end)
         if query["url"] == "/v1/trades":
             assert len(rows) == len(ROUND_TRIPS) + 1, where
             assert {r["account"] for r in rows} == {mine, other}
@@ -228,13 +216,15 @@ def test_every_infinity_query_resolves_on_a_running_gateway(
             assert len(rows) == len(ROUND_TRIPS) + 1, where
             assert all(r["tags"].split(",")[:2] == [r["instrument"], r["account"]] for r in rows)
         # One instrument and both accounts (Grafana's regex format), then one account.
-        picked = run_query(http, query, {"instrument": ["GBPJPY"], "account": [mine, other]}, start, end)
+        picked = run_infinity_query(
+            http, TOKEN, query, {"instrument": ["GBPJPY"], "account": [mine, other]}, start, end
+        )
         assert {r["instrument"] for r in picked} == {"GBPJPY"} and len(picked) == 3, where
-        one = run_query(http, query, {"instrument": None, "account": [mine]}, start, end)
+        one = run_infinity_query(http, TOKEN, query, {"instrument": None, "account": [mine]}, start, end)
         assert {r["account"] for r in one} == {mine} and len(one) == len(ROUND_TRIPS), where
         # The time range: only the second half of the day's trades.
-        late = run_query(http, query, everything, ROUND_TRIPS[2][4], end)
-        check_rows(where, query, late, ROUND_TRIPS[2][4], end)
+        late = run_infinity_query(http, TOKEN, query, everything, ROUND_TRIPS[2][4], end)
+        check_infinity_rows(where, query, late, ROUND_TRIPS[2][4], end)
         assert len(late) == 2, where
 
 

@@ -169,3 +169,11 @@ def test_prometheus_scrapes_the_compose_services_on_their_ports() -> None:
     grafana = services["grafana"]["volumes"]
     assert f"{REPO}/deploy/grafana/dashboards:/etc/grafana/dashboards:ro" in grafana
     assert f"{REPO}/deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana
+
+
+def test_grafana_installs_the_pinned_infinity_plugin_and_gets_the_gateway_token() -> None:
+    services = resolved()["services"]
+    grafana = services["grafana"]["environment"]
+    # One plugin, at an exact version (the image's `id version` form; a bare id would take the latest).
+    assert re.fullmatch(r"yesoreyeram-infinity-datasource \d+\.\d+\.\d+", grafana["GF_INSTALL_PLUGINS"])
+    assert grafana["SMZ_GATEWAY_TOKEN"] == services["broker-gateway"]["environment"]["SMZ_GATEWAY_TOKEN"]

@@ -11,10 +11,11 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import yaml
@@ -29,6 +30,11 @@ PROMETHEUS_DIR = DEPLOY / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
 ALERTS_TEST = PROMETHEUS_DIR / "alerts_test.yml"
+ALERTMANAGER_DIR = DEPLOY / "alertmanager"
+ALERTMANAGER_CONFIG = ALERTMANAGER_DIR / "alertmanager.yml"
+# The version of prom/alertmanager in docker-compose.yml and k8s, which
+# deploy/alertmanager/install-alertmanager.sh installs beside the venv's python.
+ALERTMANAGER_VERSION = "0.28.1"
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
 LIVE_DASHBOARD = DEPLOY / "grafana" / "dashboards" / "live-trading.json"
 GRAFANA_PROVISIONING = DEPLOY / "grafana" / "provisioning"
@@ -47,6 +53,39 @@ def tool(name: str, packages: str = "docker-compose prometheus") -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{name} is not installed: .ci/run installs it with apt-get")
     pytest.skip(f"{name} is not installed (apt-get install -y {packages})")
+
+
+def alertmanager_tool(name: str) -> str:
+    """``alertmanager`` or ``amtool`` of ALERTMANAGER_VERSION: beside the venv's python (where
+    install-alertmanager.sh puts them), else on PATH. Debian bookworm's own (0.25) is too old for the
+    config (no ``url_file``): fail in CI, skip elsewhere."""
+    for found in (str(Path(sys.executable).parent / name), shutil.which(name)):
+        if not found or not Path(found).is_file():
+            continue
+        out = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        if f"version {ALERTMANAGER_VERSION}" in out.stdout + out.stderr:
+            return found
+    message = f"no {name} {ALERTMANAGER_VERSION}: run deploy/alertmanager/install-alertmanager.sh"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (.ci/run does)")
+    pytest.skip(message)
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [alertmanager_tool("amtool"), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+    """Stop a server the test started (SIGTERM, then SIGKILL after 15 s) and close its log."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+    log.close()
 
 
 def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

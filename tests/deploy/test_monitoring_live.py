@@ -54,6 +54,7 @@ from tests.deploy.helpers import (
     prometheus_panels,
     promtool_check_metrics,
     run_infinity_query,
+    stop_process,
     tool,
     variable_queries,
 )
@@ -76,6 +77,7 @@ def _prometheus_config(tmp_path: Path, ports: dict[str, int]) -> Path:
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["rule_files"] = [str(ALERTS)]
+    config.pop("alerting")  # no Alertmanager here (test_alertmanager.py runs one)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert set(jobs) == set(ports), "every job of prometheus.yml gets a local target"
     for name, port in ports.items():
@@ -193,16 +195,6 @@ def _start_prometheus(
         stderr=subprocess.STDOUT,
     )
     return prometheus, prometheus_log
-
-
-def _stop_prometheus(prometheus: subprocess.Popen[bytes], log: IO[bytes]) -> None:
-    prometheus.terminate()
-    try:
-        prometheus.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        prometheus.kill()
-        prometheus.wait(timeout=5)
-    log.close()
 
 
 def _prometheus_ready(prometheus: subprocess.Popen[bytes], api: httpx.Client, tmp_path: Path) -> bool:
@@ -353,7 +345,7 @@ def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> Non
         api.close()
         stack.stop()
         training.close()
-        _stop_prometheus(prometheus, prometheus_log)
+        stop_process(prometheus, prometheus_log)
         redis.Redis.from_url(REDIS_URL).delete(
             config.shared.windows_stream,
             config.shared.positions_stream,

@@ -112,6 +112,17 @@ def test_configuring_again_replaces_the_handler() -> None:
     assert first.getvalue() == "" and records(second)[0]["message"] == "once"
 
 
+@pytest.mark.usefixtures("restore_logging")
+def test_without_a_stream_it_writes_to_the_stderr_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure_logging("info", "json")
+    for _ in range(2):  # a fresh stderr each time, as a CLI runner swaps it in and closes it after
+        err = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        logging.getLogger("services.test.stderr").info("to stderr")
+        assert records(err)[0]["message"] == "to stderr"
+        err.close()
+
+
 def test_a_bad_format_is_refused() -> None:
     with pytest.raises(ValueError, match="log format must be text or json, got 'xml'"):
         configure_logging("info", "xml")  # type: ignore[arg-type]

@@ -173,8 +173,8 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
 
     app = FastAPI(
         title="micro-muzero broker gateway",
-        description="Executes the model's orders bar by bar (SPEC section 5), keeps the ledger and "
-        "publishes positions to Redis. See docs/GATEWAY.md.",
+        description="Executes the model's orders bar by bar (docs/CONTRACT.md section 5), keeps the "
+        "ledger and publishes positions to Redis. See docs/GATEWAY.md.",
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
         **({} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}),

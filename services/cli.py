@@ -323,6 +323,7 @@ def train(
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _terminate)
+    from services.logging_setup import configure_logging, shared_log_format
     from services.settings import config_file_from
     from services.trainer.settings import training_run_from
     from services.trainer.worker import run_training
@@ -331,9 +332,9 @@ def train(
     options |= {"workers": workers, "reward": reward.value if reward is not None else None}
     options |= {"ray": ray, "actors": actors}
     try:
-        run = training_run_from(
-            config_file_from(config), options, recipe.value if recipe else None, set_ or []
-        )
+        config_file = config_file_from(config)
+        configure_logging("info", shared_log_format(config_file))
+        run = training_run_from(config_file, options, recipe.value if recipe else None, set_ or [])
         summary = run_training(run.settings, run.training, run.model)
     except (LookupError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)

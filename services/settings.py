@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
@@ -44,6 +44,7 @@ REDIS_URL = f"redis://{LOCALHOST}:6379/0"
 # The paper broker's demo token (the local stack uses it too). It only guards paper trading on
 # 127.0.0.1; the OANDA broker refuses to start with it, or with any weak token.
 DEFAULT_TOKEN = "paper-demo-token"
+LogFormat = Literal["text", "json"]
 
 
 class SharedSettings(BaseModel):
@@ -63,6 +64,8 @@ class SharedSettings(BaseModel):
     gateway_url: str = f"http://{LOCALHOST}:{GATEWAY_PORT}"  # where inference sends orders
     # Bearer token of the gateway's /v1 endpoints: the gateway requires it, inference sends it.
     gateway_token: SecretStr = SecretStr(DEFAULT_TOKEN)
+    # Log lines as text, or as one JSON object each for a log collector (services/logging_setup.py).
+    log_format: LogFormat = "text"
 
     def environment(self) -> dict[str, str]:
         """The variables that give these values (those set explicitly)."""

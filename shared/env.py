@@ -1,7 +1,7 @@
-"""The vectorised trading environment of SPEC section 5: many sessions stepped in lockstep.
+"""The vectorised trading environment of CONTRACT section 5: many sessions stepped in lockstep.
 
 One row per session; every step is a handful of numpy operations over all rows, never a Python loop
-per session. Observations are the (32, 15) windows of SPEC section 2: 9 market feature columns from
+per session. Observations are the (32, 15) windows of CONTRACT section 2: 9 market feature columns from
 the precomputed feature matrix and 6 position columns, the same on every row of a window.
 """
 

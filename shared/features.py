@@ -1,4 +1,4 @@
-"""The 9 market features of SPEC section 2, computed over a whole bar series at once.
+"""The 9 market features of CONTRACT section 2, computed over a whole bar series at once.
 
 This module is the source of truth for the formulas; ``shared.live_features`` reproduces it bar by
 bar for the live feature builder, and the tests hold the two to 1e-9 of each other.

@@ -1,4 +1,4 @@
-"""Instruments (SPEC section 1): names, and each instrument's metadata written out, not guessed.
+"""Instruments (CONTRACT section 1): names, and each instrument's metadata written out, not guessed.
 
 Every instrument the stack can trade has one row in ``INSTRUMENTS``: its pip size, how many decimals its
 quotes carry and its default round-trip spread. A name without a row is refused with a clear error
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 _NAME = re.compile(r"^[A-Z0-9]{3,16}$")
 
-# The round-trip cost of a trade in pips (SPEC section 5), charged once when it closes: every
+# The round-trip cost of a trade in pips (CONTRACT section 5), charged once when it closes: every
 # instrument's default unless its row says otherwise; services can override it per run (spread_pips).
 DEFAULT_SPREAD_PIPS = 4.0
 

@@ -1,4 +1,4 @@
-"""Market outcomes, the labels of the chance nodes (SPEC section 3)."""
+"""Market outcomes, the labels of the chance nodes (CONTRACT section 3)."""
 
 from __future__ import annotations
 

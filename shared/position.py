@@ -1,4 +1,4 @@
-"""One position of one instrument, bar by bar: the SPEC section 5 state machine for the live stack.
+"""One position of one instrument, bar by bar: the CONTRACT section 5 state machine for the live stack.
 
 ``TradingEnv`` steps many sessions at once with arrays; this is one (account, instrument) stepped
 by the same functions of the rulebook (``shared.trading``: the tables, ``book`` and ``rewards``)

@@ -1,4 +1,4 @@
-"""Replay of self-play trajectories (SPEC section 8), stored compactly.
+"""Replay of self-play trajectories (CONTRACT section 8), stored compactly.
 
 A step is stored as a bar index into the instrument's feature matrix plus the position state at
 that bar, never as a full (32, 15) window: the learner rebuilds windows on the fly. The buffer holds
@@ -159,7 +159,7 @@ class ReplayBuffer:
 
 
 def n_step_values(rewards: np.ndarray, root_values: np.ndarray, n: int, discount: float) -> np.ndarray:
-    """Value targets z_t = sum_{i<n} discount^i r_{t+i} + discount^n v_{t+n}, per SPEC section 8.
+    """Value targets z_t = sum_{i<n} discount^i r_{t+i} + discount^n v_{t+n}, per CONTRACT section 8.
 
     The session's end is terminal (the position is closed there), so nothing is bootstrapped past
     the last step: near the end the sum simply stops.

@@ -1,4 +1,4 @@
-"""The feature schema (SPEC section 2): one place that names the 15 features and their parameters.
+"""The feature schema (CONTRACT section 2): one place that names the 15 features and their parameters.
 
 Data sets, checkpoints and windows on the wire carry ``SCHEMA_HASH``; a mismatch is a loud error.
 """
@@ -51,7 +51,7 @@ MOMENTUM_SHORT: Final = 5
 PRICE_CHANGE_SCALE_PIPS: Final = 10.0
 POSITION_SCALE: Final = 100.0  # tanh(x / 100) for the position features
 
-# Outcome labels (SPEC section 3) live with the schema: they are part of what a data set means.
+# Outcome labels (CONTRACT section 3) live with the schema: they are part of what a data set means.
 OUTCOME_SIGMA_BARS: Final = 20
 OUTCOME_THRESHOLD: Final = 0.5
 OUTCOMES: Final = ("UP", "NEUTRAL", "DOWN")

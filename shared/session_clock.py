@@ -1,6 +1,6 @@
 """Live sessions: which closed bar is tradeable, its step in the session, and the session's last bar.
 
-The backtest trades the tiled valid sessions of SPEC section 4: 360 bars, gap-free, after
+The backtest trades the tiled valid sessions of CONTRACT section 4: 360 bars, gap-free, after
 ``WARMUP_BARS`` bars of gap-free history. Live, the clock starts a session at the first live bar
 that has that history, runs it for 360 bars (the position is closed on the last), and starts the
 next one on the next bar. On a gap-free stretch these are exactly the backtest's tiled sessions.

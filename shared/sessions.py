@@ -1,4 +1,4 @@
-"""Sessions and chronological splits (SPEC section 4)."""
+"""Sessions and chronological splits (CONTRACT section 4)."""
 
 from __future__ import annotations
 

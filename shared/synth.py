@@ -21,7 +21,7 @@ from shared.bars import Bars
 from shared.instruments import pip_size, price_decimals
 from shared.reward import Action
 
-# Actions (SPEC section 5).
+# Actions (CONTRACT section 5).
 HOLD, BUY, SELL, CLOSE = Action.HOLD, Action.BUY, Action.SELL, Action.CLOSE
 
 MINUTE_SECONDS = 60

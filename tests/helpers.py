@@ -74,16 +74,6 @@ def isolated_stack_config(
     return StackConfig(**{**fields, **settings})
 
 
-def small_synth_db(path: Path) -> Path:
-    """The small SYNTHJPY market the trainer tests train on (12,000 bars, seed 4), features built."""
-    from services.jobs.features import run_features
-    from services.jobs.synth import run_synth
-
-    run_synth(path, "SYNTHJPY", 12_000, seed=4)
-    run_features(path, "SYNTHJPY")
-    return path
-
-
 def small_trainer_settings(db: Path, out: Path, episodes: int, validate_every: int) -> TrainerSettings:
     """A trainer run of ``episodes`` on the SYNTHJPY market in ``db``: 4 sessions a round, 3 updates,
     4 validation sessions with no trade minimum, one thread, no metrics server."""
@@ -122,3 +112,36 @@ def ledger_decisions(config: StackConfig) -> tuple[int, int, int, int]:
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+# (instrument, side, entry close, exit close, entry bar, bars held) of the trades ``trade_through``
+# makes: two instruments, long and short, a win and a loss each.
+ROUND_TRIPS = (
+    ("GBPJPY", 1, 150.00, 150.20, 1_704_189_600, 3),  # 2024-01-02 10:00 UTC
+    ("EURUSD", -1, 1.1000, 1.1010, 1_704_189_660, 2),
+    ("GBPJPY", -1, 150.10, 149.80, 1_704_190_200, 5),
+    ("EURUSD", 1, 1.1005, 1.1030, 1_704_190_800, 4),
+)
+
+
+def trade_through(http: Any, token: str, account: str, round_trips: tuple = ROUND_TRIPS) -> None:
+    """Real closed trades in a running gateway app (a TestClient or an httpx.Client on it): each round
+    trip is a BUY or SELL order, HOLDs, then a CLOSE, one bar apart, in one session per instrument."""
+    steps: dict[str, int] = {}
+    for instrument, side, entry, exit_, bar_ts, bars in round_trips:
+        actions = [1 if side > 0 else 2] + [0] * (bars - 1) + [3]
+        for i, action in enumerate(actions):
+            close = entry if i < len(actions) - 1 else exit_
+            step = steps[instrument] = steps.get(instrument, -1) + 1
+            body = {
+                "idempotency_key": f"{account}-{instrument}-{bar_ts + 60 * i}",
+                "account": account,
+                "instrument": instrument,
+                "bar_ts": bar_ts + 60 * i,
+                "close": close,
+                "action": action,
+                "session_id": f"s-{instrument}",
+                "step": step,
+            }
+            response = http.post("/v1/orders", json=body, headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 200, response.text

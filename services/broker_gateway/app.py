@@ -16,6 +16,13 @@ from services.broker_gateway.brokers import Broker, PaperBroker
 from services.broker_gateway.engine import Gateway, OrderConflictError, OrderRejectedError
 from services.broker_gateway.ledger import PositionRecord
 from services.broker_gateway.settings import GatewaySettings
+from services.broker_gateway.trade_views import (
+    MAX_PATTERN_LENGTH,
+    EventKind,
+    TradeEventView,
+    TradeFilter,
+    trade_events,
+)
 from services.http_guard import RequestGuard, bearer_matches
 from services.oanda.execution import OandaBroker
 from shared.trading.rules import side_name
@@ -166,8 +173,8 @@ def create_app(settings: GatewaySettings, broker: Broker | None = None) -> FastA
 
     app = FastAPI(
         title="micro-muzero broker gateway",
-        description="Executes the model's orders bar by bar (SPEC section 5), keeps the ledger and "
-        "publishes positions to Redis. See docs/GATEWAY.md.",
+        description="Executes the model's orders bar by bar (docs/CONTRACT.md section 5), keeps the "
+        "ledger and publishes positions to Redis. See docs/GATEWAY.md.",
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
         **({} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
@@ -250,13 +257,19 @@ def _add_ledger_routes(app: FastAPI, gateway: Gateway) -> None:
         ]
 
     @app.get("/v1/trades", response_model=list[TradeView], dependencies=auth, responses=_UNAUTHORIZED)
-    def trades(
-        instrument: str | None = None,
-        account: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
-    ) -> list[TradeView]:
-        """The last ``limit`` closed trades, oldest first."""
-        return [TradeView(**row) for row in gateway.ledger.trades(instrument, account, limit)]
+    def trades(which: Annotated[TradeFilter, Depends(_trade_filter)]) -> list[TradeView]:
+        """The last ``limit`` closed trades that the filters select, oldest first."""
+        return [TradeView(**row) for row in gateway.ledger.trades(which)]
+
+    @app.get(
+        "/v1/trade-events", response_model=list[TradeEventView], dependencies=auth, responses=_UNAUTHORIZED
+    )
+    def trade_event_list(
+        which: Annotated[TradeFilter, Depends(_trade_filter)], kind: EventKind | None = None
+    ) -> list[TradeEventView]:
+        """The entries and exits (or only ``kind``) in [start, end] of the last ``limit`` closed trades
+        that the filters select, in time order: Grafana's trade annotations (docs/METRICS.md)."""
+        return trade_events(gateway.ledger.trades(which), kind, which.start, which.end)
 
     @app.get("/v1/rewards", response_model=list[RewardView], dependencies=auth, responses=_UNAUTHORIZED)
     def rewards(
@@ -266,6 +279,33 @@ def _add_ledger_routes(app: FastAPI, gateway: Gateway) -> None:
     ) -> list[RewardView]:
         """The rewards of the last ``limit`` decisions whose reward is known, oldest first."""
         return [RewardView(**row) for row in gateway.ledger.rewards(instrument, account, limit)]
+
+
+_Pattern = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_PATTERN_LENGTH,
+        description="RE2 regular expression the whole name must match (Prometheus' =~)",
+    ),
+]
+_Epoch = Annotated[int | None, Query(ge=0, description="epoch seconds UTC")]
+
+
+def _trade_filter(
+    instrument: str | None = None,
+    account: str | None = None,
+    instrument_match: _Pattern = None,
+    account_match: _Pattern = None,
+    start: _Epoch = None,
+    end: _Epoch = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+) -> TradeFilter:
+    """The query parameters of the trade reads: exact names, patterns, the window the trades overlap
+    (closed at or after ``start``, opened at or before ``end``) and how many (the last ``limit``)."""
+    try:
+        return TradeFilter(instrument, account, instrument_match, account_match, start, end, limit)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
 
 
 def _add_status_routes(app: FastAPI, gateway: Gateway) -> None:

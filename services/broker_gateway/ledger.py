@@ -18,6 +18,7 @@ from typing import Any, Literal
 import duckdb
 
 from services.broker_gateway.brokers import Fill
+from services.broker_gateway.trade_views import TradeFilter
 from shared.env import TRADE_LOG_FIELDS
 from shared.position import ClosedTrade, PositionState
 from shared.trading.rules import side_name
@@ -519,17 +520,16 @@ class Ledger:
         ]
 
     # ------------------------------------------------------------ trades
-    def trades(
-        self, instrument: str | None = None, account: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        """The last ``limit`` trades (optionally of one instrument / account), oldest first."""
-        where, params = _where(instrument=instrument, account=account)
+    def trades(self, which: TradeFilter | None = None) -> list[dict[str, Any]]:
+        """The last ``which.limit`` trades that ``which`` selects (default: the last 100), oldest first."""
+        which = which or TradeFilter()
+        where, params = which.where()
         sql = (
             f"SELECT id, instrument, side, {_epoch('entry_ts')}, entry_price, {_epoch('exit_ts')}, "
             "exit_price, pnl_pips, bars_held, exit_reason, model_version, account, broker_entry_price, "
             "broker_exit_price, broker_trade_id FROM trades" + where + " ORDER BY id DESC LIMIT ?"
         )
-        rows = sorted(self._fetch(sql, [*params, limit]))
+        rows = sorted(self._fetch(sql, [*params, which.limit]))
         out = []
         for r in rows:
             row = dict(zip(TRADE_COLUMNS, r[1:], strict=True))

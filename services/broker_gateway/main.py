@@ -13,6 +13,7 @@ import uvicorn
 
 from services.broker_gateway.app import create_app
 from services.broker_gateway.settings import GatewaySettings
+from services.logging_setup import configure_logging
 from services.secrets import mask_secrets_in_logs, redact_url
 from services.settings import DEFAULT_TOKEN
 
@@ -27,9 +28,7 @@ def main(config_file: Path | None = None) -> None:
     """``smz serve broker-gateway [--config FILE]``."""
     settings = GatewaySettings.load_or_exit(config_file)
     shared = settings.shared
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, shared.log_format)
     mask_secrets_in_logs(
         shared.gateway_token.get_secret_value(),
         settings.admin_token.get_secret_value() if settings.admin_token else None,
@@ -59,6 +58,7 @@ def main(config_file: Path | None = None) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
+        log_config=None,  # uvicorn's records go through the root handler: one format, secrets masked
     )
 
 

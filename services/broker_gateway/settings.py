@@ -71,7 +71,7 @@ class GatewaySettings(LiveServiceSettings):
     oanda_url: str = PRACTICE_URL  # practice; https://api-fxtrade.oanda.com is live
     oanda_account_id: str = ""
     oanda_token: SecretStr | None = None
-    oanda_units: int = Field(1, ge=1)  # units per position (SPEC: one unit)
+    oanda_units: int = Field(1, ge=1)  # units per position (CONTRACT section 1: one unit)
     oanda_timeout_seconds: float = Field(10.0, gt=0)
     # Positions compared with the broker's this often (and after every unknown outcome); 0: only at
     # start and after unknowns. The paper broker keeps no book: never.

@@ -25,6 +25,7 @@ from services.feature_builder.metrics import FeatureBuilderMetrics
 from services.feature_builder.redis_io import RedisPositionReader, RedisWindowPublisher, connect, retrying
 from services.feature_builder.settings import FeatureBuilderSettings
 from services.feature_builder.sources import BarSource, OandaSource, Pacer, duckdb_source, file_source
+from services.logging_setup import configure_logging
 from services.secrets import mask_secrets_in_logs, redact_url
 from shared.ingest import IngestFormatError
 from shared.inputs import IngestError
@@ -124,8 +125,8 @@ def run(
 
 def main(config_file: Path | None = None) -> None:
     """``smz serve feature-builder [--config FILE]``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = FeatureBuilderSettings.load_or_exit(config_file)
+    configure_logging("info", settings.shared.log_format)
     mask_secrets_in_logs(
         settings.oanda_token.get_secret_value() if settings.oanda_token else None,
         urlsplit(settings.shared.redis_url).password,

@@ -94,8 +94,8 @@ def create_app(settings: InferenceSettings, service: InferenceService | None = N
 
     app = FastAPI(
         title="micro-muzero inference",
-        description="Decisions of the served checkpoint: the serving search (SPEC section 7) over a "
-        "window, batched across requests. See docs/SERVING.md.",
+        description="Decisions of the served checkpoint: the serving search (docs/CONTRACT.md section 7) "
+        "over a window, batched across requests. See docs/SERVING.md.",
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
         **({} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}),

@@ -15,6 +15,7 @@ import uvicorn
 
 from services.inference.app import create_app
 from services.inference.settings import InferenceSettings
+from services.logging_setup import configure_logging
 from services.secrets import mask_secrets_in_logs
 from services.settings import DEFAULT_TOKEN
 
@@ -25,9 +26,7 @@ def main(config_file: Path | None = None) -> None:
     """``smz serve inference [--config FILE]``."""
     settings = InferenceSettings.load_or_exit(config_file)
     shared = settings.shared
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, shared.log_format)
     mask_secrets_in_logs(
         shared.gateway_token.get_secret_value(),
         settings.token.get_secret_value() if settings.token else None,
@@ -60,6 +59,7 @@ def main(config_file: Path | None = None) -> None:
         workers=1,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
+        log_config=None,  # uvicorn's records go through the root handler: one format, secrets masked
     )
 
 

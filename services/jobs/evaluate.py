@@ -1,4 +1,4 @@
-"""``smz evaluate``: run a policy over every session of a split and report SPEC section 9 metrics."""
+"""``smz evaluate``: run a policy over every session of a split and report CONTRACT section 9 metrics."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ import torch
 from rich.console import Console
 
 from services.trainer.actor import ProcessPool, RoundSource, SelfPlayActor, SelfPlayData
+from services.trainer.board import TrainingBoard
 from services.trainer.metrics import TrainerMetrics
 from services.trainer.settings import TrainerSettings
 from services.trainer.state import (
@@ -188,6 +189,13 @@ class _Trainer:
         self.metrics_out.resume(counters.episodes, counters.updates, counters.bar_steps)
         self.metrics: dict[str, float] = {}
         self.last_validated = run.counters.episodes
+        self.board = TrainingBoard(run.settings.out, run.counters.episodes)
+        self._learn_seconds = 0.0  # the learner's time since the last round was logged
+
+    def record(self, record: dict[str, object]) -> None:
+        """One history line and the same scalars as TensorBoard events."""
+        append_history(self.run.settings.out, record)
+        self.board.write(record)
 
     def add_round(
         self, round_: SelfPlayRound, temperature: float, collect_seconds: float, weights_step: int
@@ -208,6 +216,7 @@ class _Trainer:
         m.temperature.set(temperature)
         self._round_shares = shares
         self._round = (round_, temperature, weights_step)
+        self._round_bar_steps_per_s = round_.bar_steps / max(collect_seconds, 1e-9)
 
     def learn(self, updates: int) -> list[LossParts]:
         run = self.run
@@ -227,8 +236,10 @@ class _Trainer:
             )
             losses.append(run.learner.step(batch))
         run.counters.updates = run.learner.updates
+        seconds = time.monotonic() - began
+        self._learn_seconds += seconds
         self.metrics_out.updates.inc(len(losses))
-        self.metrics_out.updates_per_s.set(len(losses) / max(time.monotonic() - began, 1e-9))
+        self.metrics_out.updates_per_s.set(len(losses) / max(seconds, 1e-9))
         return losses
 
     def log_round(self, losses: list[LossParts]) -> None:
@@ -237,8 +248,11 @@ class _Trainer:
         round_, temperature, weights_step = self._round
         shares = self._round_shares
         self.metrics_out.record_losses(losses)
-        append_history(
-            run.settings.out,
+        speed = {"selfplay_bar_steps_per_second": self._round_bar_steps_per_s}
+        if losses:
+            speed["updates_per_second"] = len(losses) / max(self._learn_seconds, 1e-9)
+        self._learn_seconds = 0.0
+        self.record(
             {
                 "kind": "round",
                 "episodes": run.counters.episodes,
@@ -248,6 +262,9 @@ class _Trainer:
                 "trades": round_.trades,
                 "selfplay_expectancy_pips": float(round_.trade_pnl.mean()) if len(round_.trade_pnl) else 0.0,
                 "action_shares": shares.tolist(),
+                "replay_trajectories": len(run.replay),
+                "replay_trade_share": run.replay.trade_share(),
+                **speed,
                 **{
                     f"loss_{c}": float(np.mean([getattr(x, c) for x in losses]))
                     for c in ("total", "policy", "value", "reward", "outcome")
@@ -284,8 +301,7 @@ class _Trainer:
         if is_best:
             run.counters.best_version = path.name
             write_pointer(settings.out, "best", path.name)
-        append_history(
-            settings.out,
+        self.record(
             {
                 "kind": "validation",
                 "episodes": run.counters.episodes,
@@ -334,16 +350,19 @@ def run_training(
             return True
         return settings.minutes is not None and time.monotonic() - began >= settings.minutes * 60
 
-    if settings.workers == 1 and settings.ray is None:
-        _alternate(trainer, dataset.outcome, train_starts, done)
-    else:
-        source = _round_source(trainer.run, market, dataset.outcome, train_starts)
-        try:
-            _overlap(trainer, done, source)
-        finally:
-            source.close()
-    if counters.episodes != trainer.last_validated or not trainer.metrics:
-        trainer.validate_and_save()
+    try:
+        if settings.workers == 1 and settings.ray is None:
+            _alternate(trainer, dataset.outcome, train_starts, done)
+        else:
+            source = _round_source(trainer.run, market, dataset.outcome, train_starts)
+            try:
+                _overlap(trainer, done, source)
+            finally:
+                source.close()
+        if counters.episodes != trainer.last_validated or not trainer.metrics:
+            trainer.validate_and_save()
+    finally:
+        trainer.board.close()
     return trainer.summary()
 
 

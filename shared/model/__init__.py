@@ -1,1 +1,1 @@
-"""The six networks of SPEC section 6, the value support transform, and the model config."""
+"""The six networks of CONTRACT section 6, the value support transform, and the model config."""

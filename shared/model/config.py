@@ -1,4 +1,4 @@
-"""One config for every size in the model (SPEC section 6); stored in every checkpoint manifest."""
+"""One config for every size in the model (CONTRACT section 6); stored in every checkpoint manifest."""
 
 from __future__ import annotations
 

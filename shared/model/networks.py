@@ -1,11 +1,12 @@
-"""The six networks of SPEC section 6 and the MuZero-style entry points that use them.
+"""The six networks of CONTRACT section 6 and the MuZero-style entry points that use them.
 
 - initial inference: window -> hidden, policy logits, value logits
 - recurrent inference: (hidden, action, outcome) -> next hidden, reward, policy logits, value logits
 - outcome probabilities for (hidden, action): the chance nodes' distribution over UP/NEUTRAL/DOWN
 
-Actions and outcomes enter as one-hot vectors (concatenated to the hidden state), exactly as the
-SPEC writes them; the fast inference path in ``shared.model.inference`` folds them into a gather.
+Actions and outcomes enter as one-hot vectors (concatenated to the hidden state), exactly as
+CONTRACT section 6 writes them; the fast inference path in ``shared.model.inference`` folds them into a
+gather.
 """
 
 from __future__ import annotations

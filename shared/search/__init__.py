@@ -1,4 +1,4 @@
-"""Batched stochastic MCTS (SPEC section 7): many roots in lockstep, trees in preallocated arrays.
+"""Batched stochastic MCTS (CONTRACT section 7): many roots in lockstep, trees in preallocated arrays.
 
 The search only sees the model through ``shared.model.inference.ModelFunctions`` (numpy in and out),
 as DeepMind's mctx separates its search from the model functions it calls.

@@ -1,4 +1,4 @@
-"""Search parameters (SPEC section 7)."""
+"""Search parameters (CONTRACT section 7)."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ class SearchConfig(BaseModel):
     dirichlet_fraction: float = 0.5
     add_noise: bool = False  # root Dirichlet noise: training only
     temperature: float = 0.0  # visit-count temperature; 0 picks the most visited action
-    # Share of the roots holding a position that get the noise and the temperature (SPEC: all, 1.0);
-    # the others act greedily. Flat roots always explore. Below 1, a held position is managed by the
-    # policy being learned, with an exploratory decision every 1 / share bars instead of every bar
-    # (docs/TRAINING.md, session 4).
+    # Share of the roots holding a position that get the noise and the temperature (the seed
+    # recipe: all, 1.0); the others act greedily. Flat roots always explore. Below 1, a held
+    # position is managed by the policy being learned, with an exploratory decision every 1 / share
+    # bars instead of every bar (docs/results/TRAINING_NOTES.md, session 4).
     explore_in_position: float = Field(1.0, ge=0.0, le=1.0)
     # The entry gate (no-edge discipline): a greedy BUY or SELL is taken only when its searched Q beats
     # HOLD's by ``entry_margin`` (reward units); otherwise the root holds. None: no gate.

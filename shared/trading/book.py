@@ -1,5 +1,5 @@
 """Open positions over arrays, one row each: opening, marking to market and the position columns of
-the observation (SPEC sections 2 and 5).
+the observation (CONTRACT sections 2 and 5).
 
 The vectorised environment keeps a row per session; the live position (``shared.position``) is
 one row. Both call these functions, so both run the same numpy operations in the same order and

@@ -46,7 +46,7 @@ _LOSS_TAIL_SCALE = 30.0
 
 
 def amddp1(pnl_pips: np.ndarray | float) -> np.ndarray:
-    """Asymmetric reward of a closed trade's P&L in pips after spread (SPEC section 5), vectorised.
+    """Asymmetric reward of a closed trade's P&L in pips after spread (CONTRACT section 5), vectorised.
 
     p <= 0 counts as a loss (AMDDP1(0) = -1).
     """

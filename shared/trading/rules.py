@@ -4,7 +4,7 @@ Each table is a flat array indexed by ``step_key(action, in_position) = 2 * acti
 (the action 0..3, and 1 when a position is open): the vectorised environment gathers a whole batch
 with one fancy index, the live position reads one row. The search reads the same rules arranged by
 side (``LEGAL_BY_SIDE``, ``SIDE_AFTER``: row ``side + 1``), passed to its kernels as tables. The rules
-(SPEC section 5):
+(CONTRACT section 5):
 
 - HOLD is always legal; BUY and SELL only when flat (they open a long or a short); CLOSE only in a
   position. An illegal action changes nothing and pays its step reward as a penalty.

@@ -1,1 +1,1 @@
-"""MuZero learning (SPEC section 8): batches from replay, the unrolled loss, the optimiser step."""
+"""MuZero learning (CONTRACT section 8): batches from replay, the unrolled loss, the optimiser step."""

@@ -1,4 +1,4 @@
-"""The MuZero loss over K unrolled steps and one optimiser step (SPEC section 8)."""
+"""The MuZero loss over K unrolled steps and one optimiser step (CONTRACT section 8)."""
 
 from __future__ import annotations
 

@@ -11,10 +11,11 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import yaml
@@ -29,9 +30,15 @@ PROMETHEUS_DIR = DEPLOY / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
 ALERTS_TEST = PROMETHEUS_DIR / "alerts_test.yml"
+ALERTMANAGER_DIR = DEPLOY / "alertmanager"
+ALERTMANAGER_CONFIG = ALERTMANAGER_DIR / "alertmanager.yml"
+# The version of prom/alertmanager in docker-compose.yml and k8s, which
+# deploy/alertmanager/install-alertmanager.sh installs beside the venv's python.
+ALERTMANAGER_VERSION = "0.28.1"
 DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
 LIVE_DASHBOARD = DEPLOY / "grafana" / "dashboards" / "live-trading.json"
 GRAFANA_PROVISIONING = DEPLOY / "grafana" / "provisioning"
+INFINITY = "yesoreyeram-infinity-datasource"  # the data source plugin of the gateway's trades
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = frozenset({"job", "instance"})
 # Series every Prometheus has besides the services' own.
@@ -46,6 +53,39 @@ def tool(name: str, packages: str = "docker-compose prometheus") -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{name} is not installed: .ci/run installs it with apt-get")
     pytest.skip(f"{name} is not installed (apt-get install -y {packages})")
+
+
+def alertmanager_tool(name: str) -> str:
+    """``alertmanager`` or ``amtool`` of ALERTMANAGER_VERSION: beside the venv's python (where
+    install-alertmanager.sh puts them), else on PATH. Debian bookworm's own (0.25) is too old for the
+    config (no ``url_file``): fail in CI, skip elsewhere."""
+    for found in (str(Path(sys.executable).parent / name), shutil.which(name)):
+        if not found or not Path(found).is_file():
+            continue
+        out = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        if f"version {ALERTMANAGER_VERSION}" in out.stdout + out.stderr:
+            return found
+    message = f"no {name} {ALERTMANAGER_VERSION}: run deploy/alertmanager/install-alertmanager.sh"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (.ci/run does)")
+    pytest.skip(message)
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [alertmanager_tool("amtool"), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+    """Stop a server the test started (SIGTERM, then SIGKILL after 15 s) and close its log."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+    log.close()
 
 
 def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -279,6 +319,60 @@ def query_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for p in panels(dashboard) if p.get("type") != "row"]
 
 
+def prometheus_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """The panels that query Prometheus (the others read the gateway through Infinity)."""
+    return [p for p in query_panels(dashboard) if (p.get("datasource") or {}).get("type") != INFINITY]
+
+
+def infinity_queries(dashboard: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(where, query) of every Infinity query: the panels' targets and the annotations' targets."""
+    out = [
+        (f"panel {p['title']} / {t['refId']}", t)
+        for p in query_panels(dashboard)
+        if (p.get("datasource") or {}).get("type") == INFINITY
+        for t in p["targets"]
+    ]
+    for annotation in dashboard.get("annotations", {}).get("list", []):
+        if (annotation.get("datasource") or {}).get("type") == INFINITY:
+            out.append((f"annotation {annotation['name']}", annotation["target"]))
+    return out
+
+
+def dashboard_variables(dashboard: dict[str, Any]) -> set[str]:
+    return {var["name"] for var in dashboard.get("templating", {}).get("list", [])}
+
+
+# Grafana's escapeRegex: what its `regex` variable format escapes in each value.
+_GRAFANA_REGEX_SPECIALS = re.compile(r"[\\^$*+?.()|\[\]{}/]")
+_GRAFANA_VARIABLE = re.compile(r"\$\{(\w+)(?::([^}]+))?\}|\$(\w+)")
+
+
+def grafana_regex(values: list[str] | None) -> str:
+    """Grafana's ``${var:regex}`` of a multi-value variable with the custom all value ``.*`` (None:
+    All): one value escaped, several as ``(a|b)``."""
+    if values is None:
+        return ".*"
+    escaped = [_GRAFANA_REGEX_SPECIALS.sub(lambda m: "\\" + m.group(0), v) for v in values]
+    return escaped[0] if len(escaped) == 1 else f"({'|'.join(escaped)})"
+
+
+def grafana_interpolate(text: str, selection: dict[str, list[str] | None], start: int, end: int) -> str:
+    """``text`` as Grafana and Infinity send it: the dashboard variables of ``selection`` in the regex
+    format, Infinity's time macros ``${__timeFrom:date:seconds}`` and ``${__timeTo:date:seconds}``
+    as [start, end]. Any other variable or format fails: this reader knows only those."""
+
+    def replace(m: re.Match[str]) -> str:
+        name, fmt = m.group(1) or m.group(3), m.group(2)
+        if (name, fmt) == ("__timeFrom", "date:seconds"):
+            return str(start)
+        if (name, fmt) == ("__timeTo", "date:seconds"):
+            return str(end)
+        assert fmt == "regex" and name in selection, f"unsupported variable {m.group(0)} in {text!r}"
+        return grafana_regex(selection[name])
+
+    return _GRAFANA_VARIABLE.sub(replace, text)
+
+
 def variable_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     """(metric, label) of every ``label_values(metric, label)`` template variable."""
     out = []
@@ -315,3 +409,42 @@ def concrete(expr: str, substitutions: dict[str, str] | None = None) -> str:
 def alert_rules() -> list[dict[str, Any]]:
     doc = yaml.safe_load(ALERTS.read_text())
     return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+# Infinity's column types, and the JSON values each accepts.
+INFINITY_COLUMN_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "timestamp_epoch_s": (int,),
+}
+
+
+def run_infinity_query(
+    http: Any, token: str, query: dict[str, Any], selection: dict[str, Any], start: int, end: int
+) -> list[dict[str, Any]]:
+    """The rows of an Infinity query as Infinity sends it to the gateway (``http``: a client on its
+    URL, the data source's): the bearer token, the parameters interpolated as Grafana does."""
+    params = {
+        p["key"]: grafana_interpolate(p["value"], selection, start, end)
+        for p in query["url_options"]["params"]
+    }
+    response = http.get(query["url"], params=params, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, (query["refId"], params, response.text)
+    rows = response.json()
+    assert isinstance(rows, list) and query["root_selector"] == ""
+    return rows
+
+
+def check_infinity_rows(
+    where: str, query: dict[str, Any], rows: list[dict[str, Any]], start: int, end: int
+) -> None:
+    """Every column's selector is a field of every row, of the column's type; an annotation's times
+    are in [start, end]."""
+    for row in rows:
+        for column in query["columns"]:
+            value = row.get(column["selector"], KeyError)
+            assert value is not KeyError, f"{where}: no field {column['selector']!r} in {row}"
+            kinds = INFINITY_COLUMN_TYPES[column["type"]]
+            assert isinstance(value, kinds) and not isinstance(value, bool), f"{where}: {column} {value!r}"
+            if column["type"] == "timestamp_epoch_s" and "annotation" in where:
+                assert start <= value <= end, f"{where}: {value} outside [{start}, {end}]"

@@ -1,6 +1,6 @@
 """docker-compose.yml: `docker-compose config` (v1, the Debian package) accepts it with the committed
-.env.example, in file format 2.4 and as a Compose Specification file (what Compose v2 reads), refuses
-it without the secrets, and the resolved config says what the deployment relies on."""
+.env.example as a Compose Specification file (no `version:`, what Compose v2 reads), refuses it
+without the secrets, and the resolved config says what the deployment relies on."""
 
 from __future__ import annotations
 
@@ -16,11 +16,34 @@ from services.broker_gateway.settings import GatewaySettings
 from services.feature_builder.settings import FeatureBuilderSettings
 from services.inference.settings import InferenceSettings
 from services.trainer.settings import TrainerSettings
-from tests.deploy.helpers import COMPOSE_FILE, ENV_EXAMPLE, PROMETHEUS_CONFIG, REPO, tool
+from tests.deploy.helpers import (
+    ALERTMANAGER_CONFIG,
+    ALERTMANAGER_VERSION,
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    PROMETHEUS_CONFIG,
+    REPO,
+    tool,
+)
 
 SMZ_SERVICES = ("data-init", "trainer", "broker-gateway", "inference", "feature-builder")
-LONG_RUNNING = ("redis", "trainer", "broker-gateway", "inference", "feature-builder", "prometheus", "grafana")
-SECRETS = ("SMZ_GATEWAY_TOKEN", "SMZ_GATEWAY_ADMIN_TOKEN", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+LONG_RUNNING = (
+    "redis",
+    "trainer",
+    "broker-gateway",
+    "inference",
+    "feature-builder",
+    "prometheus",
+    "alertmanager",
+    "grafana",
+)
+SECRETS = (
+    "SMZ_GATEWAY_TOKEN",
+    "SMZ_GATEWAY_ADMIN_TOKEN",
+    "REDIS_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+    "ALERT_WEBHOOK_URL",
+)
 SETTINGS = {
     "inference": InferenceSettings,
     "broker-gateway": GatewaySettings,
@@ -45,18 +68,15 @@ def resolved() -> dict[str, Any]:
 
 def test_compose_config_accepts_the_file() -> None:
     config = resolved()
-    assert set(config["services"]) == {"redis", "prometheus", "grafana", *SMZ_SERVICES}
+    assert set(config["services"]) == {"redis", "prometheus", "alertmanager", "grafana", *SMZ_SERVICES}
     assert set(config["volumes"]) >= {"checkpoints", "redis-data", "market-data", "ledger"}
 
 
-def test_compose_specification_format_is_accepted_too(tmp_path: Path) -> None:
-    """Without `version:` docker-compose 1.29 validates against the Compose Specification schema, the
-    format Compose v2 implements (v2 ignores `version:` with a warning)."""
-    spec = tmp_path / "docker-compose.yml"
-    spec.write_text(re.sub(r"(?m)^version:.*\n", "", COMPOSE_FILE.read_text()))
-    out = compose("config", file=spec)
-    assert out.returncode == 0, out.stderr
-    assert yaml.safe_load(out.stdout)["services"].keys() == resolved()["services"].keys()
+def test_the_file_is_a_compose_specification_file() -> None:
+    """No obsolete `version:` (Compose v2 warns about it): docker-compose 1.29 then validates the file
+    against the Compose Specification schema, the format Compose v2 implements, and accepts it."""
+    assert "version" not in yaml.safe_load(COMPOSE_FILE.read_text())
+    assert set(resolved()["services"]) >= set(LONG_RUNNING)  # docker-compose config accepted it
 
 
 def test_secrets_come_from_the_env_file_only(tmp_path: Path) -> None:
@@ -64,7 +84,7 @@ def test_secrets_come_from_the_env_file_only(tmp_path: Path) -> None:
     example = ENV_EXAMPLE.read_text()
     for name in SECRETS:
         assert re.search(rf"\$\{{{name}:\?", text), f"{name} must be required (${{{name}:?...}})"
-        assert re.search(rf"(?m)^{name}=change-me", example), f".env.example must hold a placeholder {name}"
+        assert re.search(rf"(?m)^{name}=.*change-me", example), f".env.example must hold a placeholder {name}"
     assert ".env" in (REPO / ".gitignore").read_text().split()
     assert ".env" in (REPO / ".dockerignore").read_text().split()
     # Every variable the compose file reads is documented in .env.example.
@@ -169,3 +189,39 @@ def test_prometheus_scrapes_the_compose_services_on_their_ports() -> None:
     grafana = services["grafana"]["volumes"]
     assert f"{REPO}/deploy/grafana/dashboards:/etc/grafana/dashboards:ro" in grafana
     assert f"{REPO}/deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana
+
+
+def test_grafana_installs_the_pinned_infinity_plugin_and_gets_the_gateway_token() -> None:
+    services = resolved()["services"]
+    grafana = services["grafana"]["environment"]
+    # One plugin, at an exact version (the image's `id version` form; a bare id would take the latest).
+    assert re.fullmatch(r"yesoreyeram-infinity-datasource \d+\.\d+\.\d+", grafana["GF_INSTALL_PLUGINS"])
+    assert grafana["SMZ_GATEWAY_TOKEN"] == services["broker-gateway"]["environment"]["SMZ_GATEWAY_TOKEN"]
+
+
+def test_alertmanager_gets_the_config_and_the_webhook_url_prometheus_expects() -> None:
+    """The image is the version the tests run; the command writes ALERT_WEBHOOK_URL to the file the
+    config's webhooks read (on the tmpfs), loads the mounted deploy/alertmanager/alertmanager.yml, and
+    listens where prometheus.yml sends the alerts."""
+    service = resolved()["services"]["alertmanager"]
+    assert service["image"] == f"prom/alertmanager:v{ALERTMANAGER_VERSION}"
+    assert f"{REPO}/deploy/alertmanager:/etc/alertmanager/config:ro" in service["volumes"]
+    assert service["environment"]["ALERT_WEBHOOK_URL"].startswith("https://")
+    assert service["entrypoint"] == ["/bin/sh", "-ec"]
+    (script,) = service["command"]
+    assert "--config.file=/etc/alertmanager/config/alertmanager.yml" in script
+    url_files = {
+        webhook["url_file"]
+        for receiver in yaml.safe_load(ALERTMANAGER_CONFIG.read_text())["receivers"]
+        for webhook in receiver.get("webhook_configs", [])
+    }
+    (url_file,) = url_files
+    assert f"printf '%s' \"$$ALERT_WEBHOOK_URL\" > {url_file};" in script  # $$: compose's literal $
+    assert script.index(url_file) < script.index("exec /bin/alertmanager")
+    (tmpfs,) = service["tmpfs"]
+    assert url_file.startswith(tmpfs.split(":")[0] + "/") and service["read_only"] is True
+    prometheus = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    (manager,) = prometheus["alerting"]["alertmanagers"]
+    assert manager["static_configs"] == [{"targets": ["alertmanager:9093"]}]
+    assert service["ports"] == ["127.0.0.1:9093:9093/tcp"]
+    assert "alertmanager-data:/alertmanager:rw" in service["volumes"]

@@ -1,6 +1,7 @@
-"""Grafana dashboards and provisioning: every dashboard parses, every panel has the provisioned
-Prometheus data source, and every query (panels, template variables, alert rules) uses metric and
-label names that services/*/metrics.py really exports."""
+"""Grafana dashboards and provisioning: every dashboard parses, every panel but the gateway's trades
+(test_grafana_trades.py) has the provisioned Prometheus data source, and every query (panels,
+template variables, alert rules) uses metric and label names that services/*/metrics.py really
+exports."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tests.deploy.helpers import (
     exported_series,
     load_dashboard,
     panels,
+    prometheus_panels,
     promql_names,
     promql_problems,
     query_panels,
@@ -88,9 +90,11 @@ def test_dashboard(path: Path) -> None:
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     problems: list[str] = []
     for panel in query_panels(dashboard):
-        title = panel["title"]
         grid = panel["gridPos"]
-        assert grid["x"] + grid["w"] <= 24, title
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+    # The gateway's panels (Infinity) are checked by test_grafana_trades.py.
+    for panel in prometheus_panels(dashboard):
+        title = panel["title"]
         datasource = panel.get("datasource") or {}
         if datasource.get("type") != "prometheus" or datasource.get("uid") != uid:
             problems.append(f"{title}: data source {datasource} is not the provisioned Prometheus ({uid})")
@@ -111,7 +115,7 @@ def test_dashboard(path: Path) -> None:
 
 def test_live_dashboard_shows_what_the_desk_needs() -> None:
     board = load_dashboard(LIVE_DASHBOARD)
-    exprs = " ".join(t["expr"] for p in query_panels(board) for t in p["targets"])
+    exprs = " ".join(t["expr"] for p in prometheus_panels(board) for t in p["targets"])
     for metric in (
         "smz_gateway_realized_pnl_pips",
         "smz_gateway_unrealized_pnl_pips",
@@ -129,7 +133,7 @@ def test_live_dashboard_shows_what_the_desk_needs() -> None:
     ):
         assert metric in exprs, metric
     # Win rate and expectancy: from counters over the time range, per account (no per-process ratio).
-    by_title = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in query_panels(board)}
+    by_title = {p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in prometheus_panels(board)}
     for title in ("Win rate", "Expectancy (pips/trade)"):
         assert "increase(smz_gateway_trades_total{" in by_title[title], title
         assert 'account=~"$account"' in by_title[title], title
@@ -139,11 +143,11 @@ def test_live_dashboard_shows_what_the_desk_needs() -> None:
     assert by_title["Model age"] == "time() - max(smz_inference_model_created_timestamp_seconds)"
     assert {label for _, label in variable_queries(board)} == {"instrument", "account"}
     # The action distribution is reported, not judged: no threshold colours it.
-    (share,) = [p for p in query_panels(board) if p["title"] == "Action distribution"]
+    (share,) = [p for p in prometheus_panels(board) if p["title"] == "Action distribution"]
     steps = [s["value"] for s in share["fieldConfig"]["defaults"]["thresholds"]["steps"]]
     assert steps == [None]
     # Health is judged: trades per session against 0.05, the long share of entries against 5%/95%.
-    (health,) = [p for p in query_panels(board) if p["title"].startswith("Policy health")]
+    (health,) = [p for p in prometheus_panels(board) if p["title"].startswith("Policy health")]
     exprs = {t["refId"]: t["expr"] for t in health["targets"]}
     assert "/ 360" in exprs["A"] and 'action=~"BUY|SELL"' in exprs["A"]
     assert [s["value"] for s in health["fieldConfig"]["defaults"]["thresholds"]["steps"]] == [None, 0.05]
@@ -154,7 +158,7 @@ def test_live_dashboard_shows_what_the_desk_needs() -> None:
 
 def test_training_dashboard_shows_the_learning() -> None:
     board = load_dashboard(DASHBOARDS[[p.name for p in DASHBOARDS].index("training.json")])
-    exprs = " ".join(t["expr"] for p in query_panels(board) for t in p["targets"])
+    exprs = " ".join(t["expr"] for p in prometheus_panels(board) for t in p["targets"])
     for needle in (
         "smz_trainer_loss",
         "smz_trainer_weighted_loss",

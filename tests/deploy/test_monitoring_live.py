@@ -3,7 +3,8 @@ end-to-end test start them) replay ~400 bars of the bundled sample with a random
 checkpoint, while a real Prometheus scrapes them every second with deploy/prometheus/prometheus.yml
 (targets swapped for the local ports) and evaluates deploy/prometheus/alerts.yml. Then every Grafana
 panel query and every alert expression runs through the Prometheus HTTP API without error, the
-live-trading panels all return data, and every rule evaluates cleanly.
+live-trading panels all return data, every rule evaluates cleanly, and the trade table's and the
+annotations' queries (Infinity) return the replay's trades from the stack's gateway.
 
 No trainer runs here (it needs minutes of CPU before its first loss): the trainer's endpoint is the
 real ``TrainerMetrics`` class on its own port, fed with values shaped like a training run's, so the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,10 +47,14 @@ from tests.deploy.helpers import (
     LIVE_DASHBOARD,
     PROMETHEUS_CONFIG,
     alert_rules,
+    check_infinity_rows,
     concrete,
+    infinity_queries,
     load_dashboard,
+    prometheus_panels,
     promtool_check_metrics,
-    query_panels,
+    run_infinity_query,
+    stop_process,
     tool,
     variable_queries,
 )
@@ -71,6 +77,7 @@ def _prometheus_config(tmp_path: Path, ports: dict[str, int]) -> Path:
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["rule_files"] = [str(ALERTS)]
+    config.pop("alerting")  # no Alertmanager here (test_alertmanager.py runs one)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert set(jobs) == set(ports), "every job of prometheus.yml gets a local target"
     for name, port in ports.items():
@@ -190,16 +197,6 @@ def _start_prometheus(
     return prometheus, prometheus_log
 
 
-def _stop_prometheus(prometheus: subprocess.Popen[bytes], log: IO[bytes]) -> None:
-    prometheus.terminate()
-    try:
-        prometheus.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        prometheus.kill()
-        prometheus.wait(timeout=5)
-    log.close()
-
-
 def _prometheus_ready(prometheus: subprocess.Popen[bytes], api: httpx.Client, tmp_path: Path) -> bool:
     assert prometheus.poll() is None, (tmp_path / "prometheus.log").read_text()
     try:
@@ -221,7 +218,7 @@ def _run_every_query(api: httpx.Client, account: str) -> tuple[list[str], list[s
             values = api.get(f"/api/v1/label/{label}/values", params={"match[]": metric}).json()
             if expected[label] not in values.get("data", []):
                 failures.append(f"{path.name} variable {label}: {values}")
-        for panel in query_panels(board):
+        for panel in prometheus_panels(board):
             for target in panel["targets"]:
                 expr = concrete(target["expr"])
                 error, result = _query(api, expr)
@@ -237,6 +234,25 @@ def _run_every_query(api: httpx.Client, account: str) -> tuple[list[str], list[s
         if error:
             failures.append(f"alert {rule['alert']}: {error}")
     return failures, empty, queries
+
+
+def _run_infinity_queries(config: StackConfig, start: str, end: str) -> int:
+    """Every Infinity query of the dashboards (the trade table, the entry/exit annotations) against the
+    stack's gateway, over the replayed bars' time range (a replay's trades carry its bars' times), for
+    All and for the stack's own instrument and account: each returns trades, holding its columns."""
+    window = [int(datetime.fromisoformat(t).timestamp()) for t in (start, end)]
+    token = config.shared.gateway_token.get_secret_value()
+    own = {"instrument": [SAMPLE_INSTRUMENT], "account": [config.shared.account]}
+    queries = 0
+    with httpx.Client(base_url=f"http://127.0.0.1:{config.gateway_port}", timeout=10) as gateway:
+        for path in DASHBOARDS:
+            for where, query in infinity_queries(load_dashboard(path)):
+                for selection in ({"instrument": None, "account": None}, own):
+                    rows = run_infinity_query(gateway, token, query, selection, *window)
+                    assert rows, f"{path.name} {where}: no trades"
+                    check_infinity_rows(where, query, rows, *window)
+                    queries += 1
+    return queries
 
 
 def _assert_every_rule_evaluated_ok(api: httpx.Client) -> None:
@@ -314,6 +330,7 @@ def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> Non
         failures, empty, queries = _run_every_query(api, config.shared.account)
         assert not failures, "\n".join(failures)
         assert not empty, "live-trading panels without data:\n" + "\n".join(empty)
+        queries += _run_infinity_queries(config, start, end)
 
         _assert_every_rule_evaluated_ok(api)
         # The training board met the trainer's series (fed by FakeTraining).
@@ -328,7 +345,7 @@ def test_every_panel_and_alert_query_runs_on_a_live_stack(tmp_path: Path) -> Non
         api.close()
         stack.stop()
         training.close()
-        _stop_prometheus(prometheus, prometheus_log)
+        stop_process(prometheus, prometheus_log)
         redis.Redis.from_url(REDIS_URL).delete(
             config.shared.windows_stream,
             config.shared.positions_stream,

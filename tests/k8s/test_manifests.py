@@ -38,6 +38,8 @@ OVERLAYS = ["base", "overlays/dev", "overlays/prod", "overlays/monitoring"]
 NAMESPACE = "micro-muzero"
 IMAGE = "micro-muzero:0.1.0"
 SCHEMAS = Path(__file__).parent / "schemas"
+ALERTMANAGER_CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+ALERTMANAGER_SECRET = K8S / "overlays" / "monitoring" / "alertmanager-secret.example.yaml"
 # Kinds kubernetes-validate has no schema for (CRDs), validated against a schema of ours instead.
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SCHEMAS / "servicemonitor-monitoring.coreos.com-v1.json"
@@ -155,7 +157,8 @@ def test_pinned_kubectl_is_the_one_used() -> None:
 
 def test_files_outside_the_overlays_validate() -> None:
     """The Secret template (applied by nobody) is still a valid Secret."""
-    for path in [K8S / "base" / "secret.example.yaml", *sorted((K8S / "tools").glob("*.yaml"))]:
+    examples = [K8S / "base" / "secret.example.yaml", ALERTMANAGER_SECRET]
+    for path in [*examples, *sorted((K8S / "tools").glob("*.yaml"))]:
         for obj in yaml.safe_load_all(path.read_text()):
             validate(obj)
 
@@ -405,6 +408,39 @@ def test_servicemonitors_select_services_with_their_ports() -> None:
             scraped.add(service["metadata"]["name"])
     assert scraped == {"inference", "broker-gateway", "trainer", "feature-builder"}
     assert not any(o["kind"] == "ServiceMonitor" for o in render("overlays/prod"))
+
+
+def test_alertmanager_runs_the_compose_config_with_its_secrets_as_files() -> None:
+    """The monitoring overlay's Alertmanager: the ConfigMap is deploy/alertmanager/alertmanager.yml as
+    is, the webhooks' url_file is a key of the hand-made Secret mounted where the config looks, the
+    image is compose's, and only Prometheus' namespace reaches it."""
+    objs = render("overlays/monitoring")
+    deployment = find(objs, "Deployment", "alertmanager")
+    c = container(deployment)
+    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    config_map = by_prefix(objs, "ConfigMap", "alertmanager-config")
+    assert config_map["data"] == {"alertmanager.yml": ALERTMANAGER_CONFIG.read_text()}
+    assert volumes["config"]["configMap"]["name"] == config_map["metadata"]["name"]
+    assert f"--config.file={mounts['config']}/alertmanager.yml" in c["args"]
+    assert volumes["secrets"]["secret"]["secretName"] == "alertmanager-secrets"
+    secret_keys = set(yaml.safe_load(ALERTMANAGER_SECRET.read_text())["stringData"])
+    config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    for receiver in config["receivers"]:
+        for webhook in receiver["webhook_configs"]:
+            directory, key = webhook["url_file"].rsplit("/", 1)
+            assert directory == mounts["secrets"] and key in secret_keys, webhook["url_file"]
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    assert c["image"] == compose["services"]["alertmanager"]["image"]
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    service = find(objs, "Service", "alertmanager")
+    assert service["spec"]["ports"] == [{"name": "http", "port": 9093, "targetPort": "http"}]
+    (rule,) = find(objs, "NetworkPolicy", "alertmanager-from-prometheus")["spec"]["ingress"]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    assert rule["ports"] == [{"port": 9093, "protocol": "TCP"}]
+    assert not any("alertmanager" in o["metadata"]["name"] for o in render("overlays/prod"))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -1,4 +1,4 @@
-"""The vectorised environment against a literal one-session reading of SPEC sections 2 and 5."""
+"""The vectorised environment against a literal one-session reading of CONTRACT sections 2 and 5."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ SPREAD = 4.0
 
 
 def reference_session(close: np.ndarray, start: int, actions: list[int], pip: float, bars: int = 360):
-    """One session, one bar at a time, written straight from the SPEC tables."""
+    """One session, one bar at a time, written straight from the tables of docs/CONTRACT.md."""
     side, entry, entry_bar = 0, 0.0, 0
     peak = min_dd = acc_dd = 0.0
     rewards, trades, positions = [], [], []

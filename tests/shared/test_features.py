@@ -1,4 +1,4 @@
-"""Every market feature against a direct, slow reading of SPEC section 2, on real bars."""
+"""Every market feature against a direct, slow reading of CONTRACT section 2, on real bars."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from shared.schema import MARKET_FEATURES, N_MARKET
 
 
 def reference_features(bars: Bars) -> np.ndarray:
-    """SPEC section 2 read literally: a Python loop over bars, windows sliced afresh each time."""
+    """CONTRACT section 2 read literally: a Python loop over bars, windows sliced afresh each time."""
     c, h, lo, ts = bars.close.tolist(), bars.high.tolist(), bars.low.tolist(), bars.ts.tolist()
     n = len(c)
 

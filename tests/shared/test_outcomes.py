@@ -1,4 +1,4 @@
-"""Market outcomes (SPEC section 3) against a direct loop, and their use of the future only at t+1."""
+"""Market outcomes (CONTRACT section 3) against a direct loop, and their use of the future only at t+1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every reward table row, every AMDDP1 branch with its boundaries, and the clip (SPEC section 5)."""
+"""Every reward table row, every AMDDP1 branch with its boundaries, and the clip (CONTRACT section 5)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What each reward asks for, on the synthetic market where the best trades are known.
 
-A learner maximises its reward, so the reward must rank policies the way the metrics do. The SPEC
-reward (+1 per entry, -0.05 per flat bar, AMDDP1 at the close) ranks a policy that enters with the
+A learner maximises its reward, so the reward must rank policies the way the metrics do. The seed's
+``amddp1`` reward (+1 per entry, -0.05 per flat bar, AMDDP1 at the close) ranks a policy that enters with the
 hidden trend and takes the first profit far above the oracle that rides each trend, although it earns
 almost nothing per trade. The opt-in ``pips`` reward (equity change per step) ranks the oracle first.
 docs/TRAINING.md gives the numbers on the 200,000-bar market.
@@ -63,7 +63,7 @@ def test_the_spec_reward_prefers_tiny_profits_and_the_pips_reward_the_oracle(
     scalp_pips, _ = play(market, starts, take_first_profit(regime), "equity")
     # The metrics: the oracle earns over 20 pips a trade, the scalper about nothing.
     assert oracle_pips_per_trade > 20 and abs(scalp_pips_per_trade) < 2
-    # The SPEC reward: the scalper earns far more per session than the oracle, which loses reward.
+    # The seed's amddp1 reward: the scalper earns far more per session than the oracle, which loses reward.
     assert oracle_spec < 0 < scalp_spec and scalp_spec > oracle_spec + 10
     # The pips reward agrees with the metrics.
     assert oracle_pips > scalp_pips + 3 and oracle_pips > 0

@@ -1,6 +1,6 @@
 """The synthetic market: shape of the data, determinism, regimes, the oracle, and the planted edge.
 
-The edge is measured with a small single-session simulator that applies SPEC section 5 directly
+The edge is measured with a small single-session simulator that applies CONTRACT section 5 directly
 (entries and CLOSE fill at the bar's close, 4-pip round trip, a position open at the session's last bar
 is closed there), so these tests do not depend on the environment module.
 Run ``.venv/bin/pytest tests/shared/test_synth.py -m slow -s`` to print the per-seed numbers of the docs.
@@ -52,7 +52,7 @@ def tiled_session_starts(ts: np.ndarray) -> np.ndarray:
 
 
 def session_trades(close: np.ndarray, pip: float, session_starts: np.ndarray, decide: Decide) -> np.ndarray:
-    """P&L in pips after spread of every trade a policy makes, one session at a time (SPEC section 5)."""
+    """P&L in pips after spread of every trade a policy makes, one session at a time (CONTRACT section 5)."""
     trades: list[float] = []
     for start in session_starts.tolist():
         side, entry = 0, 0.0
@@ -130,9 +130,9 @@ def mm60(x: np.ndarray) -> np.ndarray:
 
 
 def breakout_rule(market: SyntheticMarket, enter: float = 0.99, min_range: float = 0.8) -> Decide:
-    """SPEC features 0-2 only: enter when the 60-bar momentum and the close are at the top (bottom) of
-    their 60-bar ranges while the 60-bar range is expanding; exit once the close falls back to the
-    lower (upper) 30% of its range."""
+    """Features 0-2 only (CONTRACT section 2): enter when the 60-bar momentum and the close are at
+    the top (bottom) of their 60-bar ranges while the 60-bar range is expanding; exit once the close
+    falls back to the lower (upper) 30% of its range."""
     bars = market.bars
     low_60, high_60 = trailing_60(bars.low, np.min), trailing_60(bars.high, np.max)
     range_position = min_max_60(bars.close, low_60, high_60)

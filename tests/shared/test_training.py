@@ -99,7 +99,7 @@ def test_the_loss_falls_on_a_fixed_batch(
 
 
 def stepwise_loss(model: MuZeroNetwork, batch, cfg: TrainingConfig) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """SPEC section 8 written plainly: every network called step by step along the unroll."""
+    """CONTRACT section 8 written plainly: every network called step by step along the unroll."""
     from torch.nn import functional as F
 
     from shared.model.support import scalar_to_target

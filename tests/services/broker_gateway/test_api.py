@@ -39,6 +39,7 @@ PROTECTED = [
     ("GET", "/v1/halt", None),
     ("GET", "/v1/positions", None),
     ("GET", "/v1/trades", None),
+    ("GET", "/v1/trade-events", None),
     ("GET", "/v1/rewards", None),
 ]
 

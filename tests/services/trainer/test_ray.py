@@ -28,7 +28,7 @@ from shared.env import EnvConfig
 from shared.model.checkpoint import load_checkpoint
 from shared.model.checkpoint_root import list_checkpoints, resolve_checkpoint
 from shared.replay import ReplayBuffer
-from tests.helpers import REPO, free_port, small_synth_db
+from tests.helpers import REPO, free_port
 
 pytest.importorskip("ray", reason="Ray is not installed (the ray extra: pip install -e '.[ray]')")
 
@@ -130,11 +130,6 @@ def cluster() -> Iterator[Cluster]:
         for node in reversed(nodes):
             _stop(node)
         shutil.rmtree(temp, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_synth_db(tmp_path_factory.mktemp("ray") / "synth.duckdb")
 
 
 def _train(cluster: Cluster, db: Path, out: Path, episodes: int) -> subprocess.Popen[str]:

@@ -19,15 +19,10 @@ from shared.model.checkpoint import load_checkpoint
 from shared.model.checkpoint_root import list_checkpoints, read_pointer, resolve_checkpoint
 from shared.model.config import ModelConfig
 from shared.training.config import TrainingConfig
-from tests.helpers import small_synth_db, small_trainer_settings
+from tests.helpers import small_trainer_settings
 
 SMALL = ModelConfig(hidden=32, tcn_channels=8, support_size=20)
 FAST = TrainingConfig(replay_min_size=4, collect_simulations=4, validation_simulations=4, batch_size=16)
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return small_synth_db(tmp_path_factory.mktemp("train") / "synth.duckdb")
 
 
 def settings(db: Path, out: Path, episodes: int) -> TrainerSettings:

@@ -1,5 +1,5 @@
 """The rulebook: each rule defined once (``shared.trading``), read by the environment, the search
-kernels and the live position, the tables saying what SPEC section 5 says, and every user agreeing
+kernels and the live position, the tables saying what CONTRACT section 5 says, and every user agreeing
 with them."""
 
 from __future__ import annotations

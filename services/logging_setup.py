@@ -62,7 +62,9 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack_info"] = self.formatStack(record.stack_info)
         for key, value in vars(record).items():
-            if key not in _RECORD_ATTRIBUTES and key not in entry:
+            # A leading underscore marks a library's own field (Ray's record factory adds
+            # `_ray_timestamp_ns` to every record once it is imported), not one given with ``extra=``.
+            if key not in _RECORD_ATTRIBUTES and key not in entry and not key.startswith("_"):
                 entry[key] = value
         # default=str: an extra field that JSON cannot encode (a Path, a datetime) is written as text.
         return json.dumps(entry, default=str, ensure_ascii=False)

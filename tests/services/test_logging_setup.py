@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -75,6 +76,25 @@ def test_json_lines_carry_time_level_logger_message_and_the_traceback() -> None:
     assert "exc_info" not in info and "exc_info" not in warning
     assert error["level"] == "ERROR" and error["message"] == "the order failed"
     assert str(error["exc_info"]).startswith("Traceback") and "ZeroDivisionError" in str(error["exc_info"])
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_private_fields_a_library_adds_to_every_record_stay_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray, once imported (the trainer's --ray), installs a record factory that stamps every record
+    with ``_ray_timestamp_ns``: a library's private field, not one of ours."""
+    factory = logging.getLogRecordFactory()
+
+    def stamping(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        record._library_timestamp_ns = 1  # type: ignore[attr-defined]
+        return record
+
+    monkeypatch.setattr(logging, "_logRecordFactory", stamping)
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    logging.getLogger("services.test.private").info("filled", extra={"account": "paper"})
+    (line,) = records(out)
+    assert set(line) == {"time", "level", "logger", "message", "account"}
 
 
 @pytest.mark.usefixtures("restore_logging")
